@@ -1,0 +1,165 @@
+//! The gateway role: HTTP routes that take readings from devices and put them on the bus.
+//!
+//! Routes (merged into the binary's one listener):
+//! - `POST /v1/telemetry`: readings of one device, authenticated by [`auth`]; answered 202 only
+//!   once the bus acknowledged every record of the request.
+//! - `POST /v1/devices`: provisioning of devices by the operator ([`admin`]).
+
+pub mod admin;
+pub mod auth;
+mod error;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde::Serialize;
+use weir_common::bus::{Bus, Record};
+use weir_common::topics;
+use weir_schemas::{TelemetryCodec, protocol};
+
+pub use error::IngestError;
+
+use crate::reading::{self, Context};
+use crate::registry::Registry;
+
+/// Limits and timeouts of the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Most readings accepted in one request.
+    pub max_readings_per_request: usize,
+    /// How long a request may wait for the bus to acknowledge before it is answered 503.
+    pub produce_timeout: Duration,
+    /// How far ahead of the gateway's clock a device's clock may run.
+    pub max_clock_skew: Duration,
+    /// Bearer token of the operator, for the admin routes; `None` disables them.
+    pub operator_token: Option<String>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_readings_per_request: 1000,
+            produce_timeout: Duration::from_secs(10),
+            max_clock_skew: Duration::from_secs(300),
+            operator_token: None,
+        }
+    }
+}
+
+/// The gateway role. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GatewayConfig,
+    registry: Arc<Registry>,
+    bus: Arc<dyn Bus>,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig, registry: Arc<Registry>, bus: Arc<dyn Bus>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                registry,
+                bus,
+            }),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    /// The gateway's HTTP routes.
+    pub fn router(&self) -> Router {
+        // The limit is checked by axum before the body is buffered; one byte more than the
+        // limit answers 413 without reading the rest.
+        Router::new()
+            .route("/v1/telemetry", post(post_telemetry))
+            .route(
+                "/v1/devices",
+                post(admin::upsert_devices).layer(DefaultBodyLimit::max(admin::MAX_BODY_BYTES)),
+            )
+            .layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes))
+            .with_state(self.clone())
+    }
+
+    /// Translates, produces and waits for the bus: the whole path of one request.
+    async fn ingest(&self, headers: &HeaderMap, body: &[u8]) -> Result<usize, IngestError> {
+        let device = auth::authenticate(&self.inner.registry, headers)?;
+        let ctx = Context {
+            device: &device,
+            protocol: protocol::HTTP_JSON,
+            ingest_time_us: now_micros(),
+            max_clock_skew_us: i64::try_from(self.inner.config.max_clock_skew.as_micros())
+                .unwrap_or(i64::MAX),
+        };
+        let readings = reading::translate(body, &ctx, self.inner.config.max_readings_per_request)?;
+        let codec = TelemetryCodec::global();
+        let records = readings
+            .iter()
+            .map(|r| {
+                Ok(Record {
+                    key: r.bus_key().into(),
+                    value: codec.encode(r)?.into(),
+                    timestamp_ms: r.event_time / 1000,
+                })
+            })
+            .collect::<Result<Vec<_>, IngestError>>()?;
+        let n = records.len();
+        let produce = self.inner.bus.produce(topics::TELEMETRY, records);
+        match tokio::time::timeout(self.inner.config.produce_timeout, produce).await {
+            Ok(Ok(_)) => Ok(n),
+            Ok(Err(e)) => Err(IngestError::Bus(e)),
+            Err(_) => Err(IngestError::ProduceTimeout(
+                self.inner.config.produce_timeout,
+            )),
+        }
+    }
+}
+
+async fn post_telemetry(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, axum::Json<Accepted>), IngestError> {
+    let body = body.map_err(|r| body_error(r, gateway.inner.config.max_body_bytes))?;
+    let accepted = gateway.ingest(&headers, &body).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(Accepted { accepted })))
+}
+
+/// The body extractor's rejection as our error, so that it gets the standard JSON body.
+pub(crate) fn body_error(rejection: BytesRejection, max_bytes: usize) -> IngestError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        IngestError::BodyTooLarge { max_bytes }
+    } else {
+        IngestError::InvalidBody(rejection.body_text())
+    }
+}
+
+pub(crate) fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

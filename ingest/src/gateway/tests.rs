@@ -1,0 +1,201 @@
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use tower::ServiceExt;
+use weir_common::bus::{MemoryBus, MemoryBusConfig, Poll, TopicSpec};
+
+use super::*;
+use crate::registry::Device;
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZg==";
+
+async fn setup(bus: MemoryBus, config: GatewayConfig) -> Gateway {
+    bus.ensure_topic(&TopicSpec {
+        name: topics::TELEMETRY.into(),
+        partitions: 4,
+    })
+    .await
+    .unwrap();
+    let registry = Registry::in_memory();
+    registry
+        .upsert(vec![Device {
+            id: "dev-1".into(),
+            tenant: "fabrikam".into(),
+            building: "b0001".into(),
+            floor: None,
+            room: None,
+            key: KEY.into(),
+        }])
+        .unwrap();
+    Gateway::new(config, Arc::new(registry), Arc::new(bus))
+}
+
+async fn post(gateway: &Gateway, id: &str, key: &str, body: impl Into<Body>) -> Response<Body> {
+    let request = Request::post("/v1/telemetry")
+        .header("x-device-id", id)
+        .header("x-device-key", key)
+        .body(body.into())
+        .unwrap();
+    gateway.router().oneshot(request).await.unwrap()
+}
+
+async fn error_code(response: Response<Body>) -> String {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    body["error"]["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn accepted_readings_are_on_the_bus() {
+    let bus = MemoryBus::default();
+    let gateway = setup(bus.clone(), GatewayConfig::default()).await;
+    let response = post(
+        &gateway,
+        "dev-1",
+        KEY,
+        r#"[{"seq":1,"temperature":20},{"seq":2,"co2":500}]"#,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let mut sub = bus.subscribe(topics::TELEMETRY, "test").await.unwrap();
+    let mut seqs = Vec::new();
+    while seqs.len() < 2 {
+        if let Poll::Messages(messages) = sub.poll(10, Duration::from_millis(100)).await.unwrap() {
+            for m in messages {
+                let record = TelemetryCodec::global().decode(&m.value).unwrap();
+                assert_eq!(&m.key[..], b"fabrikam/b0001");
+                assert_eq!(record.device, "dev-1");
+                seqs.push(record.seq);
+            }
+        }
+    }
+    assert_eq!(seqs, [1, 2]);
+}
+
+#[tokio::test]
+async fn each_bad_request_gets_its_own_error() {
+    let gateway = setup(
+        MemoryBus::default(),
+        GatewayConfig {
+            max_body_bytes: 1000,
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
+    let ok = r#"{"seq":1,"temperature":20}"#;
+    let cases: Vec<(&str, &str, String, StatusCode, &str)> = vec![
+        (
+            "nobody",
+            KEY,
+            ok.into(),
+            StatusCode::UNAUTHORIZED,
+            "unknown_device",
+        ),
+        (
+            "dev-1",
+            "d3Jvbmcga2V5IHdyb25nIGtleQ==",
+            ok.into(),
+            StatusCode::UNAUTHORIZED,
+            "wrong_key",
+        ),
+        (
+            "dev-1",
+            KEY,
+            "{oops".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "dev-1",
+            KEY,
+            r#"{"temperature":20}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "missing_field",
+        ),
+        (
+            "dev-1",
+            KEY,
+            r#"{"seq":1,"temperature":999}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "out_of_range",
+        ),
+        (
+            "dev-1",
+            KEY,
+            format!("[{}]", vec![ok; 60].join(",")),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ];
+    for (id, key, body, status, code) in cases {
+        let response = post(&gateway, id, key, body.clone()).await;
+        assert_eq!(response.status(), status, "{code}");
+        assert_eq!(error_code(response).await, code, "{body}");
+    }
+    let request = Request::post("/v1/telemetry").body(Body::from(ok)).unwrap();
+    let response = gateway.router().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(response).await, "missing_credentials");
+}
+
+#[tokio::test]
+async fn a_stuck_bus_answers_503_with_retry_after() {
+    // A partition that holds almost nothing and a consumer group that never commits.
+    let bus = MemoryBus::new(MemoryBusConfig {
+        partition_max_bytes: 10,
+    });
+    let gateway = setup(
+        bus.clone(),
+        GatewayConfig {
+            produce_timeout: Duration::from_millis(200),
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
+    let _stuck = bus.subscribe(topics::TELEMETRY, "stuck").await.unwrap();
+    let first = post(&gateway, "dev-1", KEY, r#"{"seq":1,"temperature":20}"#).await;
+    assert_eq!(
+        first.status(),
+        StatusCode::ACCEPTED,
+        "an empty partition takes any record"
+    );
+    let second = post(&gateway, "dev-1", KEY, r#"{"seq":2,"temperature":20}"#).await;
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(second.headers()["retry-after"], "1");
+    assert_eq!(error_code(second).await, "unavailable");
+}
+
+#[tokio::test]
+async fn the_operator_provisions_devices() {
+    let gateway = setup(
+        MemoryBus::default(),
+        GatewayConfig {
+            operator_token: Some("s3cret".into()),
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
+    let body = format!(r#"[{{"id":"dev-2","tenant":"contoso","building":"hq","key":"{KEY}"}}]"#);
+    let provision = |token: &'static str| {
+        Request::post("/v1/devices")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::from(body.clone()))
+            .unwrap()
+    };
+    let response = gateway.router().oneshot(provision("nope")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(gateway.registry().get("dev-2").is_none());
+    let response = gateway.router().oneshot(provision("s3cret")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(gateway.registry().get("dev-2").unwrap().tenant, "contoso");
+    let accepted = post(&gateway, "dev-2", KEY, r#"{"seq":1,"light":300}"#).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+}
