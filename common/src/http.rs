@@ -97,3 +97,24 @@ impl std::error::Error for ApiError {}
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found("no_route", format!("no route for {}", uri.path()))
 }
+
+/// `axum::extract::Query` whose rejection is an [`ApiError`] (`400 invalid_query`).
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}

@@ -1,0 +1,170 @@
+//! The processor role: consume `telemetry`, keep the warm store current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use weir_common::bus::{Bus, BusError, Offset, Partition, Poll, Subscription};
+use weir_common::shutdown::CancellationToken;
+use weir_common::topics;
+use weir_schemas::TelemetryCodec;
+
+use crate::store::WarmStore;
+use crate::window::Geometry;
+
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Length of the rolling window.
+    pub window: Duration,
+    /// How far the rolling window advances at a time (the pane length).
+    pub hop: Duration,
+    /// How late a reading may arrive and still correct its window.
+    pub allowed_lateness: Duration,
+    /// Consumer group on `telemetry`.
+    pub group: String,
+    /// Most records taken from the bus at once.
+    pub max_poll_records: usize,
+    /// On shutdown, read the topic to its end before stopping. Right for the embedded bus,
+    /// whose records die with the process; with Kafka another member or a restart resumes.
+    pub drain_on_shutdown: bool,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(300),
+            hop: Duration::from_secs(10),
+            allowed_lateness: Duration::from_secs(60),
+            group: "weir-processor".into(),
+            max_poll_records: 2048,
+            drain_on_shutdown: true,
+        }
+    }
+}
+
+impl ProcessorConfig {
+    /// Cross-field checks, run before anything starts.
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        let bad = |reason: String| Err(ProcessorError::Config(reason));
+        if self.hop.is_zero() || self.window.is_zero() {
+            return bad("window and hop must be longer than zero".into());
+        }
+        if self.window.as_micros() % self.hop.as_micros() != 0 {
+            return bad(format!(
+                "window ({:?}) must be a whole number of hops ({:?})",
+                self.window, self.hop
+            ));
+        }
+        if self.max_poll_records == 0 {
+            return bad("max_poll_records must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("invalid processor configuration: {0}")]
+    Config(String),
+    #[error("processor bus error: {0}")]
+    Bus(#[from] BusError),
+}
+
+/// The processor role.
+pub struct Processor {
+    config: ProcessorConfig,
+    bus: Arc<dyn Bus>,
+    store: Arc<WarmStore>,
+}
+
+/// How often panes nobody can need any more are dropped.
+const EVICT_EVERY: Duration = Duration::from_secs(5);
+const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+
+impl Processor {
+    pub fn new(config: ProcessorConfig, bus: Arc<dyn Bus>) -> Result<Self, ProcessorError> {
+        config.validate()?;
+        let geometry = Geometry {
+            window_us: config.window.as_micros() as i64,
+            hop_us: config.hop.as_micros() as i64,
+        };
+        let store = Arc::new(WarmStore::new(
+            geometry,
+            config.allowed_lateness.as_micros() as i64,
+        ));
+        Ok(Self { config, bus, store })
+    }
+
+    pub fn store(&self) -> Arc<WarmStore> {
+        self.store.clone()
+    }
+
+    pub fn router(&self) -> Router {
+        crate::api::router(self.store.clone())
+    }
+
+    /// Consumes until `shutdown` fires (then drains, if configured) or the bus fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProcessorError> {
+        let mut sub = self
+            .bus
+            .subscribe(topics::TELEMETRY, &self.config.group)
+            .await?;
+        let mut last_evict = tokio::time::Instant::now();
+        loop {
+            let poll = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                poll = sub.poll(self.config.max_poll_records, POLL_TIMEOUT) => poll?,
+            };
+            self.handle(sub.as_mut(), poll).await?;
+            if last_evict.elapsed() >= EVICT_EVERY {
+                self.store.evict();
+                last_evict = tokio::time::Instant::now();
+            }
+        }
+        if self.config.drain_on_shutdown {
+            loop {
+                let poll = sub.poll(self.config.max_poll_records, POLL_TIMEOUT).await?;
+                let idle = poll == Poll::Idle;
+                self.handle(sub.as_mut(), poll).await?;
+                if idle && sub.lag().await? == 0 {
+                    break;
+                }
+            }
+        }
+        tracing::info!(
+            applied = self.store.applied(),
+            late = self.store.late(),
+            "processor stopped"
+        );
+        Ok(())
+    }
+
+    async fn handle(&self, sub: &mut dyn Subscription, poll: Poll) -> Result<(), ProcessorError> {
+        let Poll::Messages(messages) = poll else {
+            // State is shared by all partitions: nothing to set up or hand over on a rebalance.
+            return Ok(());
+        };
+        let codec = TelemetryCodec::global();
+        let mut next: Vec<(Partition, Offset)> = Vec::new();
+        for message in &messages {
+            match codec.decode(&message.value) {
+                Ok(record) => {
+                    self.store.apply(&record);
+                }
+                Err(error) => tracing::error!(
+                    partition = message.partition,
+                    offset = message.offset,
+                    %error,
+                    "skipping a telemetry record that does not decode"
+                ),
+            }
+            match next.iter_mut().find(|(p, _)| *p == message.partition) {
+                Some(entry) => entry.1 = message.offset + 1,
+                None => next.push((message.partition, message.offset + 1)),
+            }
+        }
+        sub.commit(&next).await?;
+        Ok(())
+    }
+}

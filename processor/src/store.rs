@@ -1,0 +1,230 @@
+//! The warm store: per-building panes in a concurrent map, and the watermark.
+//!
+//! One consumer task writes (`apply`), any number of API requests read. The watermark is the
+//! newest event time applied so far; a reading older than `watermark - allowed lateness` is
+//! late: counted, not applied, since the windows it belonged to are already final.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use weir_schemas::Telemetry;
+
+use crate::window::{Aggregate, Geometry, Panes};
+
+/// Watermark value before any reading was applied.
+const NO_WATERMARK: i64 = i64::MIN;
+
+pub struct WarmStore {
+    geometry: Geometry,
+    allowed_lateness_us: i64,
+    /// Keyed by `tenant/building`, the bus key.
+    buildings: DashMap<String, Panes>,
+    watermark: AtomicI64,
+    applied: AtomicU64,
+    late: AtomicU64,
+}
+
+/// The outcome of offering a reading to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// Older than the allowed lateness: counted, not applied.
+    Late,
+}
+
+/// A building's rolling window as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildingWindow {
+    pub tenant: String,
+    pub building: String,
+    /// `[start, end)`, microseconds since the epoch.
+    pub start_us: i64,
+    pub end_us: i64,
+    pub watermark_us: i64,
+    pub aggregate: Aggregate,
+}
+
+impl WarmStore {
+    pub fn new(geometry: Geometry, allowed_lateness_us: i64) -> Self {
+        Self {
+            geometry,
+            allowed_lateness_us,
+            buildings: DashMap::new(),
+            watermark: AtomicI64::new(NO_WATERMARK),
+            applied: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+        }
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    pub fn apply(&self, record: &Telemetry) -> Applied {
+        let watermark = self.watermark.load(Ordering::Acquire);
+        if watermark != NO_WATERMARK
+            && record.event_time < watermark.saturating_sub(self.allowed_lateness_us)
+        {
+            self.late.fetch_add(1, Ordering::Relaxed);
+            return Applied::Late;
+        }
+        let key = record.bus_key();
+        self.buildings
+            .entry(key)
+            .or_default()
+            .add(&self.geometry, record);
+        self.watermark
+            .fetch_max(record.event_time, Ordering::AcqRel);
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        Applied::Applied
+    }
+
+    /// Forgets panes that neither the current window nor a late reading can touch any more.
+    pub fn evict(&self) {
+        let Some(watermark) = self.watermark() else {
+            return;
+        };
+        let window_start = self.geometry.window_end_containing(watermark) - self.geometry.window_us;
+        let late_start = self
+            .geometry
+            .pane_start(watermark.saturating_sub(self.allowed_lateness_us));
+        let keep_from = window_start.min(late_start);
+        for mut panes in self.buildings.iter_mut() {
+            panes.evict_before(keep_from);
+        }
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        let w = self.watermark.load(Ordering::Acquire);
+        (w != NO_WATERMARK).then_some(w)
+    }
+
+    /// Readings applied so far.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
+    /// Readings that arrived after the allowed lateness.
+    pub fn late(&self) -> u64 {
+        self.late.load(Ordering::Relaxed)
+    }
+
+    /// `(tenant, building)` of every building seen, sorted.
+    pub fn buildings(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .buildings
+            .iter()
+            .filter_map(|e| {
+                e.key()
+                    .split_once('/')
+                    .map(|(t, b)| (t.to_owned(), b.to_owned()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The building's rolling window ending after the current watermark.
+    pub fn rolling(&self, tenant: &str, building: &str) -> Option<BuildingWindow> {
+        let watermark = self.watermark()?;
+        let end = self.geometry.window_end_containing(watermark);
+        self.window(tenant, building, end)
+    }
+
+    /// The building's window `[end - window, end)`.
+    pub fn window(&self, tenant: &str, building: &str, end_us: i64) -> Option<BuildingWindow> {
+        let panes = self.buildings.get(&format!("{tenant}/{building}"))?;
+        Some(BuildingWindow {
+            tenant: tenant.to_owned(),
+            building: building.to_owned(),
+            start_us: end_us - self.geometry.window_us,
+            end_us,
+            watermark_us: self.watermark().unwrap_or(end_us),
+            aggregate: panes.window(&self.geometry, end_us),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_schemas::Measure;
+
+    const SEC: i64 = 1_000_000;
+
+    fn reading(building: &str, event_time: i64, temperature: f64) -> Telemetry {
+        Telemetry {
+            tenant: "fabrikam".into(),
+            building: building.into(),
+            floor: None,
+            room: None,
+            device: "d".into(),
+            seq: 0,
+            event_time,
+            ingest_time: event_time,
+            protocol: "test".into(),
+            temperature: Some(temperature),
+            humidity: None,
+            light: None,
+            co2: None,
+            pressure: None,
+            noise: None,
+            motion: None,
+            occupancy: None,
+            battery: None,
+            extra: Default::default(),
+            properties: Default::default(),
+        }
+    }
+
+    fn store() -> WarmStore {
+        WarmStore::new(
+            Geometry {
+                window_us: 300 * SEC,
+                hop_us: 10 * SEC,
+            },
+            60 * SEC,
+        )
+    }
+
+    #[test]
+    fn late_readings_are_counted_not_applied() {
+        let store = store();
+        let t0 = 1_000_000 * SEC;
+        assert_eq!(store.apply(&reading("b1", t0, 20.0)), Applied::Applied);
+        assert_eq!(
+            store.apply(&reading("b1", t0 - 59 * SEC, 22.0)),
+            Applied::Applied
+        );
+        assert_eq!(
+            store.apply(&reading("b1", t0 - 61 * SEC, 99.0)),
+            Applied::Late
+        );
+        assert_eq!((store.applied(), store.late()), (2, 1));
+        let window = store.rolling("fabrikam", "b1").unwrap();
+        let t = window.aggregate.get(Measure::Temperature);
+        assert_eq!((t.count, t.mean()), (2, Some(21.0)));
+        assert_eq!(window.end_us, t0 + 10 * SEC);
+    }
+
+    #[test]
+    fn a_quiet_building_shows_an_empty_window() {
+        let store = store();
+        let t0 = 1_000_000 * SEC;
+        store.apply(&reading("quiet", t0, 20.0));
+        store.apply(&reading("busy", t0 + 600 * SEC, 20.0));
+        store.evict();
+        let quiet = store.rolling("fabrikam", "quiet").unwrap();
+        assert_eq!(quiet.aggregate.readings, 0);
+        assert_eq!(
+            store
+                .rolling("fabrikam", "busy")
+                .unwrap()
+                .aggregate
+                .readings,
+            1
+        );
+        assert!(store.rolling("fabrikam", "nowhere").is_none());
+        assert_eq!(store.buildings().len(), 2);
+    }
+}

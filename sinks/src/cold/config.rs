@@ -1,0 +1,56 @@
+//! Configuration of the cold sink.
+
+use std::time::Duration;
+
+use crate::lake::Lake;
+
+#[derive(Debug, Clone)]
+pub struct ColdSinkConfig {
+    pub lake: Lake,
+    /// Consumer group on `telemetry`.
+    pub group: String,
+    /// A batch is committed once it holds this many records...
+    pub batch_max_records: usize,
+    /// ...or once its oldest record has waited this long, whichever comes first.
+    pub batch_max_age: Duration,
+    /// Most records taken from the bus at once.
+    pub max_poll_records: usize,
+    /// Parquet files are closed at about this size.
+    pub target_file_bytes: u64,
+    /// ZSTD level of the Parquet pages (1-22).
+    pub zstd_level: i32,
+    /// On shutdown, read the topic to its end before the last commit (the embedded bus).
+    pub drain_on_shutdown: bool,
+}
+
+impl ColdSinkConfig {
+    pub fn new(lake: Lake) -> Self {
+        Self {
+            lake,
+            group: "weir-cold-sink".into(),
+            batch_max_records: 200_000,
+            batch_max_age: Duration::from_secs(10),
+            max_poll_records: 4096,
+            target_file_bytes: 128 * 1024 * 1024,
+            zstd_level: 3,
+            drain_on_shutdown: true,
+        }
+    }
+
+    /// Cross-field checks, run before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_max_records == 0 || self.max_poll_records == 0 {
+            return Err("batch_max_records and max_poll_records must be at least 1".into());
+        }
+        if self.batch_max_age.is_zero() {
+            return Err("batch_max_age must be longer than zero".into());
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(format!(
+                "zstd_level {} is not within 1..=22",
+                self.zstd_level
+            ));
+        }
+        Ok(())
+    }
+}

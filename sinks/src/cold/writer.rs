@@ -1,0 +1,124 @@
+//! Writing batches to the telemetry table: Parquet encoding, then one Delta commit that adds
+//! the files and records, per bus partition, the next offset (a Delta application transaction,
+//! as kafka-delta-ingest does). The commit is atomic: files and offsets land together or not.
+
+use std::collections::BTreeMap;
+
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction};
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use weir_common::bus::{Offset, Partition};
+use weir_schemas::Telemetry;
+
+use crate::lake::{
+    Lake, LakeError, TELEMETRY_PARTITIONS, TELEMETRY_TABLE, delta, telemetry_lake_batch,
+};
+
+/// Rows per Parquet row group: large enough for efficient scans, small enough to bound the
+/// writer's memory.
+const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+pub struct TelemetryWriter {
+    table: DeltaTable,
+    writer: RecordBatchWriter,
+    /// Identifies the bus (and its incarnation) the offsets belong to.
+    source: String,
+}
+
+impl TelemetryWriter {
+    /// Opens (creating if needed) the telemetry table for records read from `source`
+    /// (`"{bus log id}/{topic}"`).
+    pub async fn open(
+        lake: &Lake,
+        source: String,
+        target_file_bytes: u64,
+        zstd_level: i32,
+    ) -> Result<Self, LakeError> {
+        let table = lake.open_or_create_telemetry().await?;
+        let level = ZstdLevel::try_new(zstd_level).map_err(|e| {
+            delta(
+                TELEMETRY_TABLE,
+                deltalake::DeltaTableError::Parquet { source: e },
+            )
+        })?;
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let writer = RecordBatchWriter::for_table(&table)
+            .map_err(|e| delta(TELEMETRY_TABLE, e))?
+            .with_writer_properties(properties)
+            .with_target_file_size(target_file_bytes);
+        Ok(Self {
+            table,
+            writer,
+            source,
+        })
+    }
+
+    fn app_id(&self, partition: Partition) -> String {
+        format!("weir-cold-sink/{}/{partition}", self.source)
+    }
+
+    /// The next offset of `partition` recorded by the last commit that included it.
+    // `&mut self`: the writer is Send but not Sync, and this future must be Send.
+    pub async fn checkpoint(&mut self, partition: Partition) -> Result<Option<Offset>, LakeError> {
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| delta(TELEMETRY_TABLE, e))?;
+        let version = snapshot
+            .transaction_version(self.table.log_store().as_ref(), self.app_id(partition))
+            .await
+            .map_err(|e| delta(TELEMETRY_TABLE, e))?;
+        Ok(version.map(|v| v as Offset))
+    }
+
+    /// Writes the records and commits them with the offsets; returns the new table version.
+    pub async fn commit(
+        &mut self,
+        records: &[Telemetry],
+        next_offsets: &BTreeMap<Partition, Offset>,
+    ) -> Result<u64, LakeError> {
+        let err = |e| delta(TELEMETRY_TABLE, e);
+        if !records.is_empty() {
+            let batch = telemetry_lake_batch(records)?;
+            self.writer.write(batch).await.map_err(err)?;
+        }
+        let adds: Vec<Action> = self
+            .writer
+            .flush()
+            .await
+            .map_err(err)?
+            .into_iter()
+            .map(Action::Add)
+            .collect();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let transactions = next_offsets
+            .iter()
+            .map(|(p, offset)| {
+                Transaction::new_with_last_update(self.app_id(*p), *offset as i64, Some(now_ms))
+            })
+            .collect();
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(TELEMETRY_PARTITIONS.map(String::from).to_vec()),
+            predicate: None,
+        };
+        let snapshot = self.table.snapshot().map_err(err)?;
+        let committed = CommitBuilder::from(
+            CommitProperties::default().with_application_transactions(transactions),
+        )
+        .with_actions(adds)
+        .build(Some(snapshot), self.table.log_store(), operation)
+        .await
+        .map_err(err)?;
+        let version = committed.version();
+        self.table.update_state().await.map_err(err)?;
+        Ok(version)
+    }
+}
