@@ -1,1 +1,14 @@
-//! placeholder
+//! End-to-end runs of a weir pipeline: drive it with the simulator, then reconcile what the
+//! simulator was told against what the lake holds, independently of the pipeline's own counters.
+//!
+//! - [`progress`]: a live display of a run.
+//! - [`reconcile`]: counting the lake with SQL.
+//! - [`report`]: the JSON report of a run.
+//! - [`resources`]: CPU time and peak memory of this process.
+
+pub mod progress;
+pub mod reconcile;
+pub mod report;
+pub mod resources;
+
+pub use report::Report;

@@ -14,4 +14,4 @@ pub mod writer;
 mod tests;
 
 pub use config::ColdSinkConfig;
-pub use sink::{ColdSink, SinkError};
+pub use sink::{ColdSink, SinkError, SinkStats};

@@ -1,0 +1,246 @@
+//! The open-loop load driver.
+//!
+//! Event `k` of a run is due at `start + k / rate`; it is reading number `k / N` of device
+//! `order[k % N]` (a seeded shuffle of the fleet), so every device reports once per `N / rate`
+//! seconds and the fleet starts staggered. A request that answers 503 or cannot connect is
+//! retried (as a device would) a few times; its latency counts from when it was due.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use url::Url;
+use weir_common::shutdown::CancellationToken;
+
+use crate::SimError;
+use crate::fleet::Fleet;
+use crate::readings::reading;
+
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Base URL of the gateway, e.g. `http://127.0.0.1:8080/`.
+    pub target: Url,
+    /// Readings per second over the whole fleet.
+    pub rate: f64,
+    pub duration: Duration,
+    /// Most requests in flight at once; beyond it the driver falls behind (and says so).
+    pub max_in_flight: usize,
+    pub seed: u64,
+}
+
+/// Live counters, read by progress displays while the run goes on.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Readings whose time has come.
+    pub sent: AtomicU64,
+    /// Answered 2xx.
+    pub accepted: AtomicU64,
+    /// Answered 4xx: the pipeline refused them on purpose.
+    pub rejected: AtomicU64,
+    /// Still failing (5xx or no connection) after the retries.
+    pub failed: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct LatencySummary {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub sent: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub elapsed_secs: f64,
+    /// Milliseconds from when a reading was due to its answer.
+    pub latency_ms: LatencySummary,
+    /// Up to five distinct answers to rejected or failed requests.
+    pub sample_errors: Vec<String>,
+}
+
+const RETRIES: u32 = 3;
+
+struct Shared {
+    client: reqwest::Client,
+    url: Url,
+    counters: Arc<Counters>,
+    /// Microseconds.
+    latency: Mutex<Histogram<u64>>,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn note_error(&self, error: String) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if errors.len() < 5 && !errors.contains(&error) {
+            errors.push(error);
+        }
+    }
+}
+
+/// Sends readings from `fleet` at `config.rate` for `config.duration` (or until `shutdown`),
+/// then waits for every request to be answered.
+pub async fn drive(
+    fleet: Arc<Fleet>,
+    config: LoadConfig,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+) -> Result<LoadReport, SimError> {
+    if !(config.rate.is_finite() && config.rate > 0.0) {
+        return Err(SimError::Config(format!(
+            "rate {} must be above 0",
+            config.rate
+        )));
+    }
+    if fleet.is_empty() || config.max_in_flight == 0 {
+        return Err(SimError::Config(
+            "the fleet and max_in_flight must not be empty".into(),
+        ));
+    }
+    let url = config
+        .target
+        .join("v1/telemetry")
+        .map_err(|e| SimError::Config(format!("target {}: {e}", config.target)))?;
+    let shared = Arc::new(Shared {
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(config.max_in_flight)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|source| SimError::Http {
+                url: url.to_string(),
+                source,
+            })?,
+        url,
+        counters,
+        latency: Mutex::new(
+            Histogram::new_with_bounds(1, 120_000_000, 3)
+                .map_err(|e| SimError::Config(e.to_string()))?,
+        ),
+        errors: Mutex::new(Vec::new()),
+    });
+
+    let n = fleet.len() as u64;
+    let mut order: Vec<usize> = (0..fleet.len()).collect();
+    order.shuffle(&mut SmallRng::seed_from_u64(config.seed));
+    let total = (config.rate * config.duration.as_secs_f64()).round() as u64;
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+    let start = Instant::now();
+    let start_ms = chrono::Utc::now().timestamp_millis();
+
+    for k in 0..total {
+        let offset = Duration::from_secs_f64(k as f64 / config.rate);
+        let due = start + offset;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(due) => {}
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let device = order[(k % n) as usize];
+        let seq = (k / n) as i64;
+        let time_ms = start_ms + offset.as_millis() as i64;
+        let fleet = fleet.clone();
+        let shared = shared.clone();
+        shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(config.seed ^ k);
+            let device = &fleet.devices[device];
+            let body =
+                serde_json::to_vec(&reading(device, seq, time_ms, &mut rng)).unwrap_or_default();
+            send(&shared, device, body).await;
+            let micros = due.elapsed().as_micros() as u64;
+            if let Ok(mut h) = shared.latency.lock() {
+                h.saturating_record(micros.max(1));
+            }
+            drop(permit);
+        });
+    }
+    // Every permit back means every request answered.
+    let _all = in_flight
+        .acquire_many(config.max_in_flight as u32)
+        .await
+        .map_err(|e| SimError::Config(e.to_string()))?;
+    let elapsed_secs = start.elapsed().as_secs_f64();
+
+    let counters = &shared.counters;
+    let latency = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    Ok(LoadReport {
+        sent: counters.sent.load(Ordering::Relaxed),
+        accepted: counters.accepted.load(Ordering::Relaxed),
+        rejected: counters.rejected.load(Ordering::Relaxed),
+        failed: counters.failed.load(Ordering::Relaxed),
+        elapsed_secs,
+        latency_ms: LatencySummary {
+            p50: ms(0.5),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: latency.max() as f64 / 1000.0,
+        },
+        sample_errors: shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+    })
+}
+
+/// One reading, with a device's patience: retries on 503 and connection errors.
+async fn send(shared: &Shared, device: &crate::fleet::SimDevice, body: Vec<u8>) {
+    let counters = &shared.counters;
+    for attempt in 0..=RETRIES {
+        let response = shared
+            .client
+            .post(shared.url.clone())
+            .header("content-type", "application/json")
+            .header("x-device-id", &device.id)
+            .header("x-device-key", &device.key)
+            .body(body.clone())
+            .send()
+            .await;
+        let retry_after = match response {
+            Ok(r) if r.status().is_success() => {
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(r) if r.status().is_client_error() => {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                shared.note_error(format!("{status}: {text}"));
+                return;
+            }
+            Ok(r) => {
+                let wait = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1);
+                shared.note_error(format!(
+                    "{}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ));
+                Duration::from_secs(wait.min(5))
+            }
+            Err(e) => {
+                shared.note_error(e.to_string());
+                Duration::from_millis(200)
+            }
+        };
+        if attempt < RETRIES {
+            tokio::time::sleep(retry_after).await;
+        }
+    }
+    counters.failed.fetch_add(1, Ordering::Relaxed);
+}

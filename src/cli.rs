@@ -1,0 +1,210 @@
+//! The command line. Every flag has an environment twin named `WEIR_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// weir: a self-hosted IoT telemetry pipeline.
+///
+/// Devices send readings to the gateway; every reading becomes one canonical Avro record on the
+/// bus; a windowed processor keeps live per-building aggregates; a cold sink writes every record
+/// exactly once to a Delta Lake table of Parquet files that `weir sql` queries.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, propagate_version = true)]
+pub struct Cli {
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `weir_sinks=debug`).
+    #[arg(long, env = "WEIR_LOG", global = true)]
+    pub log: Option<String>,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "WEIR_LOG_JSON", global = true)]
+    pub log_json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role (gateway, processor, cold sink) in one process on the embedded bus, until
+    /// SIGINT or SIGTERM.
+    Up(UpArgs),
+    /// Run the whole pipeline end to end: start it, drive it with simulated devices, stop it
+    /// cleanly, and check that every accepted reading is in the lake.
+    Demo(DemoArgs),
+    /// Send simulated readings to a running gateway.
+    Simulate(SimulateArgs),
+    /// Query the lake with SQL (DataFusion). The table of readings is `telemetry`.
+    Sql(SqlArgs),
+}
+
+/// Settings of a pipeline, shared by `weir up` and `weir demo`.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Lake location: a directory or an object-store URL (`file:///…`, `memory://name`).
+    /// Defaults to `<data-dir>/lake`.
+    #[arg(long, env = "WEIR_LAKE")]
+    pub lake: Option<String>,
+
+    /// Partitions of the `telemetry` topic.
+    #[arg(long, env = "WEIR_PARTITIONS", default_value_t = 8)]
+    pub partitions: u32,
+
+    /// Operator token for the admin API. Default: read from, or created in,
+    /// `<data-dir>/operator-token`.
+    #[arg(long, env = "WEIR_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
+
+    /// Largest request body the gateway accepts, in bytes.
+    #[arg(long, env = "WEIR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Length of the rolling per-building window (e.g. `5m`).
+    #[arg(long, env = "WEIR_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub window: Duration,
+
+    /// How far the rolling window advances at a time.
+    #[arg(long, env = "WEIR_HOP", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub hop: Duration,
+
+    /// How late a reading may arrive and still correct its window.
+    #[arg(long, env = "WEIR_ALLOWED_LATENESS", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub allowed_lateness: Duration,
+
+    /// The cold sink commits a batch once it holds this many readings...
+    #[arg(long, env = "WEIR_BATCH_MAX_RECORDS", default_value_t = 200_000)]
+    pub batch_max_records: usize,
+
+    /// ...or once its oldest reading has waited this long.
+    #[arg(long, env = "WEIR_BATCH_MAX_AGE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub batch_max_age: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Directory for the registry, the lake and the operator token.
+    #[arg(long, env = "WEIR_DATA_DIR", default_value = "weir-data")]
+    pub data_dir: PathBuf,
+
+    /// Address of the HTTP listener (all roles' routes).
+    #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Simulated devices.
+    #[arg(long, env = "WEIR_DEVICES", default_value_t = 100_000)]
+    pub devices: usize,
+
+    /// Readings per second over the whole fleet.
+    #[arg(long, env = "WEIR_RATE", default_value_t = 1667.0)]
+    pub rate: f64,
+
+    /// How long to send (e.g. `60s`, `5m`).
+    #[arg(long, env = "WEIR_DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Seed of the simulated fleet and its readings.
+    #[arg(long, env = "WEIR_SEED", default_value_t = 42)]
+    pub seed: u64,
+
+    /// A fresh directory for the run. Default: a new temporary directory, kept afterwards so
+    /// that the lake can be queried.
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Write a JSON report of the run here.
+    #[arg(long, env = "WEIR_REPORT")]
+    pub report: Option<PathBuf>,
+
+    /// Address of the HTTP listener (port 0: any free port).
+    #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Base URL of the gateway.
+    #[arg(long, env = "WEIR_TARGET", default_value = "http://127.0.0.1:8080/")]
+    pub target: url::Url,
+
+    /// Simulated devices.
+    #[arg(long, env = "WEIR_DEVICES", default_value_t = 100_000)]
+    pub devices: usize,
+
+    /// Readings per second over the whole fleet.
+    #[arg(long, env = "WEIR_RATE", default_value_t = 1667.0)]
+    pub rate: f64,
+
+    /// How long to send (e.g. `60s`, `5m`).
+    #[arg(long, env = "WEIR_DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Seed of the simulated fleet and its readings.
+    #[arg(long, env = "WEIR_SEED", default_value_t = 42)]
+    pub seed: u64,
+
+    /// Register the fleet first through the admin API, with this operator token
+    /// (see `<data-dir>/operator-token` of `weir up`).
+    #[arg(long, env = "WEIR_OPERATOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Most requests in flight at once.
+    #[arg(long, env = "WEIR_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// Lake location: a directory or an object-store URL.
+    #[arg(long, env = "WEIR_LAKE", default_value = "weir-data/lake")]
+    pub lake: String,
+
+    /// How to print the result.
+    #[arg(long, env = "WEIR_FORMAT", value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// The statement to run.
+    pub query: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+impl Cli {
+    /// Text logs to stderr, `info` by default (`warn` for the demo, whose output is a report).
+    pub fn init_logging(&self) {
+        let default = match self.command {
+            Command::Demo(_) | Command::Sql(_) | Command::Simulate(_) => "warn",
+            Command::Up(_) => "info",
+        };
+        let filter = self
+            .log
+            .as_deref()
+            .map(EnvFilter::new)
+            .or_else(|| EnvFilter::try_from_default_env().ok())
+            .unwrap_or_else(|| EnvFilter::new(default));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        if self.log_json {
+            builder.json().init();
+        } else {
+            builder.init();
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! `weir demo`: the whole pipeline end to end in one process, checked at the end.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use weir_common::shutdown::{self, CancellationToken};
+use weir_ingest::Device;
+use weir_loadtest::progress::Progress;
+use weir_loadtest::{Report, reconcile, resources};
+use weir_processor::api::AggregatesView;
+use weir_schemas::Measure;
+use weir_simulator::{Counters, Fleet, FleetConfig, LoadConfig};
+
+use crate::cli::DemoArgs;
+use crate::pipeline::{Pipeline, PipelineConfig};
+
+/// Buildings whose aggregates the demo prints.
+const SHOWN_BUILDINGS: usize = 5;
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = fresh_data_dir(args.data_dir.clone())?;
+    let fleet = Arc::new(Fleet::generate(&FleetConfig {
+        devices: args.devices,
+        seed: args.seed,
+        ..FleetConfig::default()
+    })?);
+    let pipeline = Pipeline::start(PipelineConfig {
+        data_dir: data_dir.clone(),
+        listen: args.listen,
+        args: args.pipeline.clone(),
+    })
+    .await?;
+    let devices: Vec<Device> = fleet
+        .devices
+        .iter()
+        .map(|d| Device {
+            id: d.id.clone(),
+            tenant: d.tenant.clone(),
+            building: d.building.clone(),
+            floor: Some(d.floor.clone()),
+            room: Some(d.room.clone()),
+            key: d.key.clone(),
+        })
+        .collect();
+    let registry = pipeline.registry.clone();
+    tokio::task::spawn_blocking(move || registry.upsert(devices))
+        .await?
+        .context("cannot register the simulated fleet")?;
+
+    let total = (args.rate * args.duration.as_secs_f64()).round() as u64;
+    let buildings = fleet.buildings();
+    let tenants: std::collections::BTreeSet<&String> = buildings.iter().map(|(t, _)| t).collect();
+    println!("weir demo");
+    println!(
+        "  fleet      {} devices in {} buildings of {} tenants",
+        fleet.len(),
+        buildings.len(),
+        tenants.len()
+    );
+    println!(
+        "  load       {} readings/s for {} ({total} readings)",
+        args.rate,
+        humantime::format_duration(args.duration)
+    );
+    println!("  gateway    {}", pipeline.url());
+    println!("  lake       {}", pipeline.lake.url());
+    println!("  data dir   {}", data_dir.display());
+
+    let counters = Arc::new(Counters::default());
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    let signal_task = tokio::spawn(async move {
+        shutdown::signal().await;
+        eprintln!("interrupted: stopping the simulator, then the pipeline");
+        on_signal.cancel();
+    });
+    let progress = Progress::start(counters.clone(), total);
+    let load = weir_simulator::drive(
+        fleet.clone(),
+        LoadConfig {
+            target: pipeline.url(),
+            rate: args.rate,
+            duration: args.duration,
+            max_in_flight: 1024,
+            seed: args.seed,
+        },
+        counters,
+        stop,
+    )
+    .await;
+    progress.finish();
+    signal_task.abort();
+    let load = load?;
+
+    println!("stopping: draining the bus into the processor and the lake…");
+    let lake = pipeline.lake.clone();
+    let store = pipeline.store.clone();
+    pipeline.stop().await?;
+    let counted = reconcile::count(&lake).await?;
+    let report = Report::new(
+        &load,
+        &counted,
+        lake.url().to_string(),
+        fleet.len(),
+        args.rate,
+        resources::current(),
+    );
+
+    print_results(&report);
+    print_aggregates(&store, &buildings);
+    println!("\nquery the lake:");
+    println!(
+        "  weir sql --lake {} \"SELECT tenant, count(*) AS readings, avg(temperature) FROM telemetry GROUP BY tenant\"",
+        report.lake
+    );
+    if !load.sample_errors.is_empty() {
+        println!("\nsome requests were refused or failed, e.g.:");
+        for error in &load.sample_errors {
+            println!("  {error}");
+        }
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        println!("\nreport written to {}", path.display());
+    }
+    if report.is_exact() {
+        println!("\nOK: every accepted reading is in the lake exactly once.");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "\nMISMATCH: accepted {} but the lake holds {} ({} lost, {} duplicated).",
+            report.accepted, report.stored, report.lost, report.duplicated
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// The given directory (which must not hold an earlier lake) or a new temporary one that is
+/// kept after the run.
+fn fresh_data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(dir) => {
+            let lake = dir.join("lake");
+            anyhow::ensure!(
+                !lake.exists(),
+                "{} holds the lake of an earlier run; the demo needs a fresh data directory",
+                dir.display()
+            );
+            Ok(dir)
+        }
+        None => Ok(tempfile::Builder::new()
+            .prefix("weir-demo-")
+            .tempdir()
+            .context("cannot create a temporary data directory")?
+            .keep()),
+    }
+}
+
+fn print_results(r: &Report) {
+    println!("\nresults");
+    println!("  sent        {:>10}", r.sent);
+    println!(
+        "  accepted    {:>10}   (answered 202 by the gateway)",
+        r.accepted
+    );
+    println!("  rejected    {:>10}", r.rejected);
+    println!("  failed      {:>10}", r.failed);
+    println!(
+        "  stored      {:>10}   (SELECT count(*) FROM telemetry)",
+        r.stored
+    );
+    println!("  duplicated  {:>10}", r.duplicated);
+    println!("  lost        {:>10}", r.lost);
+    println!(
+        "  throughput  {:>10.0}   readings/s accepted",
+        r.throughput_eps
+    );
+    println!(
+        "  latency     p50 {:.1} ms · p99 {:.1} ms · p99.9 {:.1} ms · max {:.1} ms (due → 202)",
+        r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.p999, r.latency_ms.max
+    );
+    println!(
+        "  process     {:.1} s CPU · {:.0} MiB peak memory (pipeline and simulator together)",
+        r.cpu_seconds, r.peak_rss_mib
+    );
+}
+
+fn print_aggregates(store: &weir_processor::WarmStore, buildings: &[(String, String)]) {
+    let views: Vec<AggregatesView> = buildings
+        .iter()
+        .take(SHOWN_BUILDINGS)
+        .filter_map(|(t, b)| store.rolling(t, b).map(AggregatesView::from))
+        .collect();
+    let Some(first) = views.first() else {
+        println!("\nno aggregates: the processor saw no readings");
+        return;
+    };
+    println!(
+        "\nrolling {}-minute aggregates, window {} to {}",
+        first.window_seconds / 60,
+        first.window_start,
+        first.window_end
+    );
+    println!(
+        "  {:<20} {:>8}  {:<24} {:>10} {:>8} {:>9}",
+        "building",
+        "readings",
+        "temperature °C mean (min–max)",
+        "humidity %",
+        "co2 ppm",
+        "occupancy"
+    );
+    let mean = |v: &AggregatesView, m: Measure| {
+        v.measurements
+            .get(m.name())
+            .map(|s| format!("{:.1}", s.mean))
+            .unwrap_or_else(|| "-".into())
+    };
+    for v in &views {
+        let temperature = v
+            .measurements
+            .get(Measure::Temperature.name())
+            .map(|s| format!("{:.2} ({:.1}–{:.1})", s.mean, s.min, s.max))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "  {:<20} {:>8}  {:<30} {:>10} {:>8} {:>9}",
+            format!("{}/{}", v.tenant, v.building),
+            v.readings,
+            temperature,
+            mean(v, Measure::Humidity),
+            mean(v, Measure::Co2),
+            mean(v, Measure::Occupancy),
+        );
+    }
+}

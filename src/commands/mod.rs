@@ -1,0 +1,19 @@
+//! The subcommands.
+
+mod demo;
+mod simulate;
+mod sql;
+mod up;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up(args) => up::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
+        Command::Sql(args) => sql::run(args).await,
+    }
+}

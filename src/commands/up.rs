@@ -1,0 +1,31 @@
+//! `weir up`: every role in one process until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use weir_common::shutdown;
+
+use crate::cli::UpArgs;
+use crate::pipeline::{Pipeline, PipelineConfig};
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = Pipeline::start(PipelineConfig {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        args: args.pipeline,
+    })
+    .await?;
+    tracing::warn!(
+        "the embedded bus keeps records in memory: a graceful stop loses nothing, a crash loses \
+         what the lake has not committed yet. Use Kafka for a durable bus."
+    );
+    tracing::info!(
+        listen = %pipeline.addr,
+        lake = %pipeline.lake.url(),
+        devices = pipeline.registry.len(),
+        operator_token = %args.data_dir.join("operator-token").display(),
+        "weir is up"
+    );
+    pipeline.run_until(shutdown::signal()).await?;
+    tracing::info!("weir stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
