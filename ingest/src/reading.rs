@@ -462,6 +462,14 @@ mod tests {
     }
 
     #[test]
+    fn values_keep_every_bit_the_device_sent() {
+        let out = run(r#"{"seq": 1, "temperature": 22.439999999999998, "co2": 612.0000000000001}"#)
+            .unwrap();
+        assert_eq!(out[0].temperature, Some(22.439999999999998));
+        assert_eq!(out[0].co2, Some(612.0000000000001));
+    }
+
+    #[test]
     fn arrays_and_defaults() {
         let out =
             run(r#"[{"seq": 1, "co2": 600}, {"seq": 2, "time": 1764000000000, "light": 300}]"#)

@@ -1,5 +1,6 @@
 //! The processor role: consume `telemetry`, keep the warm store current.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +110,7 @@ impl Processor {
             .bus
             .subscribe(topics::TELEMETRY, &self.config.group)
             .await?;
+        let mut watermarks = HashMap::new();
         let mut last_evict = tokio::time::Instant::now();
         loop {
             let poll = tokio::select! {
@@ -116,7 +118,7 @@ impl Processor {
                 () = shutdown.cancelled() => break,
                 poll = sub.poll(self.config.max_poll_records, POLL_TIMEOUT) => poll?,
             };
-            self.handle(sub.as_mut(), poll).await?;
+            self.handle(sub.as_mut(), poll, &mut watermarks).await?;
             if last_evict.elapsed() >= EVICT_EVERY {
                 self.store.evict();
                 last_evict = tokio::time::Instant::now();
@@ -126,7 +128,7 @@ impl Processor {
             loop {
                 let poll = sub.poll(self.config.max_poll_records, POLL_TIMEOUT).await?;
                 let idle = poll == Poll::Idle;
-                self.handle(sub.as_mut(), poll).await?;
+                self.handle(sub.as_mut(), poll, &mut watermarks).await?;
                 if idle && sub.lag().await? == 0 {
                     break;
                 }
@@ -140,17 +142,33 @@ impl Processor {
         Ok(())
     }
 
-    async fn handle(&self, sub: &mut dyn Subscription, poll: Poll) -> Result<(), ProcessorError> {
-        let Poll::Messages(messages) = poll else {
-            // State is shared by all partitions: nothing to set up or hand over on a rebalance.
-            return Ok(());
+    /// Applies a poll's records; `watermarks` is the newest event time seen per partition.
+    async fn handle(
+        &self,
+        sub: &mut dyn Subscription,
+        poll: Poll,
+        watermarks: &mut HashMap<Partition, i64>,
+    ) -> Result<(), ProcessorError> {
+        let messages = match poll {
+            Poll::Messages(messages) => messages,
+            Poll::Revoked(partitions) => {
+                // Another member takes these over; its view of them starts afresh.
+                for p in partitions {
+                    watermarks.remove(&p);
+                }
+                return Ok(());
+            }
+            Poll::Assigned(_) | Poll::Idle => return Ok(()),
         };
         let codec = TelemetryCodec::global();
         let mut next: Vec<(Partition, Offset)> = Vec::new();
         for message in &messages {
             match codec.decode(&message.value) {
                 Ok(record) => {
-                    self.store.apply(&record);
+                    let watermark = watermarks.get(&message.partition).copied();
+                    self.store.apply(&record, watermark);
+                    let newest = watermark.map_or(record.event_time, |w| w.max(record.event_time));
+                    watermarks.insert(message.partition, newest);
                 }
                 Err(error) => tracing::error!(
                     partition = message.partition,

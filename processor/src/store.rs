@@ -1,8 +1,15 @@
 //! The warm store: per-building panes in a concurrent map, and the watermark.
 //!
-//! One consumer task writes (`apply`), any number of API requests read. The watermark is the
-//! newest event time applied so far; a reading older than `watermark - allowed lateness` is
-//! late: counted, not applied, since the windows it belonged to are already final.
+//! One consumer task writes (`apply`), any number of API requests read.
+//!
+//! Lateness is judged against the reading's own source: the bus partition it came from, whose
+//! records (one building's among them) arrive in the order they were produced. A reading older
+//! than its partition's newest event time minus the allowed lateness is late: counted, not
+//! applied. Judging against the newest time of any partition instead would make the outcome
+//! depend on how the consumer happened to interleave partitions.
+//!
+//! The store's watermark, the newest event time of any partition, is where the rolling window
+//! the API shows ends.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -60,10 +67,11 @@ impl WarmStore {
         self.geometry
     }
 
-    pub fn apply(&self, record: &Telemetry) -> Applied {
-        let watermark = self.watermark.load(Ordering::Acquire);
-        if watermark != NO_WATERMARK
-            && record.event_time < watermark.saturating_sub(self.allowed_lateness_us)
+    /// Applies a reading unless it is late. `source_watermark` is the newest event time seen
+    /// before it from the same partition, if any.
+    pub fn apply(&self, record: &Telemetry, source_watermark: Option<i64>) -> Applied {
+        if source_watermark
+            .is_some_and(|w| record.event_time < w.saturating_sub(self.allowed_lateness_us))
         {
             self.late.fetch_add(1, Ordering::Relaxed);
             return Applied::Late;
@@ -191,19 +199,23 @@ mod tests {
     fn late_readings_are_counted_not_applied() {
         let store = store();
         let t0 = 1_000_000 * SEC;
-        assert_eq!(store.apply(&reading("b1", t0, 20.0)), Applied::Applied);
         assert_eq!(
-            store.apply(&reading("b1", t0 - 59 * SEC, 22.0)),
+            store.apply(&reading("b1", t0, 20.0), None),
             Applied::Applied
         );
+        let late_ok = reading("b1", t0 - 59 * SEC, 22.0);
+        assert_eq!(store.apply(&late_ok, Some(t0)), Applied::Applied);
+        let too_late = reading("b1", t0 - 61 * SEC, 99.0);
+        assert_eq!(store.apply(&too_late, Some(t0)), Applied::Late);
+        // The same reading from a partition that has not seen t0 is not late.
         assert_eq!(
-            store.apply(&reading("b1", t0 - 61 * SEC, 99.0)),
-            Applied::Late
+            store.apply(&too_late, Some(t0 - 70 * SEC)),
+            Applied::Applied
         );
-        assert_eq!((store.applied(), store.late()), (2, 1));
+        assert_eq!((store.applied(), store.late()), (3, 1));
         let window = store.rolling("fabrikam", "b1").unwrap();
         let t = window.aggregate.get(Measure::Temperature);
-        assert_eq!((t.count, t.mean()), (2, Some(21.0)));
+        assert_eq!((t.count, t.mean()), (3, Some(47.0)));
         assert_eq!(window.end_us, t0 + 10 * SEC);
     }
 
@@ -211,8 +223,8 @@ mod tests {
     fn a_quiet_building_shows_an_empty_window() {
         let store = store();
         let t0 = 1_000_000 * SEC;
-        store.apply(&reading("quiet", t0, 20.0));
-        store.apply(&reading("busy", t0 + 600 * SEC, 20.0));
+        store.apply(&reading("quiet", t0, 20.0), None);
+        store.apply(&reading("busy", t0 + 600 * SEC, 20.0), None);
         store.evict();
         let quiet = store.rolling("fabrikam", "quiet").unwrap();
         assert_eq!(quiet.aggregate.readings, 0);

@@ -1,0 +1,110 @@
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use weir_benches::readings;
+use weir_ingest::Device;
+use weir_ingest::reading::{Context, translate};
+use weir_processor::WarmStore;
+use weir_processor::window::Geometry;
+use weir_schemas::TelemetryCodec;
+
+fn avro(c: &mut Criterion) {
+    let codec = TelemetryCodec::global();
+    let record = &readings(1)[0];
+    let bytes = codec.encode(record).unwrap();
+    let mut group = c.benchmark_group("avro");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("encode", |b| {
+        let mut out = Vec::with_capacity(256);
+        b.iter(|| {
+            out.clear();
+            codec.encode_into(black_box(record), &mut out).unwrap();
+        })
+    });
+    group.bench_function("decode", |b| {
+        b.iter(|| codec.decode(black_box(&bytes)).unwrap())
+    });
+    group.finish();
+}
+
+fn json_reading(c: &mut Criterion) {
+    let device = Device {
+        id: "dev-000001".into(),
+        tenant: "fabrikam".into(),
+        building: "b0001".into(),
+        floor: Some("3".into()),
+        room: Some("3-07".into()),
+        key: "MDEyMzQ1Njc4OWFiY2RlZg==".into(),
+    };
+    let ctx = Context {
+        device: &device,
+        protocol: "http-json",
+        ingest_time_us: 1_764_000_000_000_000,
+        max_clock_skew_us: 300_000_000,
+    };
+    let body =
+        br#"{"seq":17,"time":1763999990000,"temperature":21.5,"humidity":40.2,"battery":88}"#;
+    let mut group = c.benchmark_group("reading");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("translate_json", |b| {
+        b.iter(|| translate(black_box(body), &ctx, 1000).unwrap())
+    });
+    group.finish();
+}
+
+fn window(c: &mut Criterion) {
+    let records = readings(10_000);
+    let mut group = c.benchmark_group("window");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.bench_function("apply_10k", |b| {
+        b.iter_batched(
+            || {
+                WarmStore::new(
+                    Geometry {
+                        window_us: 300_000_000,
+                        hop_us: 10_000_000,
+                    },
+                    60_000_000,
+                )
+            },
+            |store| {
+                for r in &records {
+                    store.apply(r, None);
+                }
+                store
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn columnar(c: &mut Criterion) {
+    let records = readings(10_000);
+    let batch = weir_sinks::lake::telemetry_lake_batch(&records).unwrap();
+    let mut group = c.benchmark_group("columnar");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.bench_function("arrow_batch_10k", |b| {
+        b.iter(|| weir_sinks::lake::telemetry_lake_batch(black_box(&records)).unwrap())
+    });
+    group.bench_function("parquet_zstd_10k", |b| {
+        b.iter(|| {
+            let properties = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+                .build();
+            let mut out = Vec::new();
+            let mut writer =
+                ArrowWriter::try_new(&mut out, batch.schema(), Some(properties)).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            out
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, avro, json_reading, window, columnar);
+criterion_main!(benches);

@@ -1,0 +1,360 @@
+//! The whole pipeline in one process: readings posted over HTTP must all be found in the
+//! Parquet lake through DataFusion, and the live aggregates must equal an oracle computed
+//! independently from the same readings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use serde_json::{Value, json};
+use weir::cli::PipelineArgs;
+use weir::pipeline::{Pipeline, PipelineConfig};
+use weir_ingest::Device;
+use weir_sinks::sql;
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZg==";
+const SEC_MS: i64 = 1000;
+
+fn args() -> PipelineArgs {
+    PipelineArgs {
+        lake: None,
+        partitions: 4,
+        operator_token: Some("test-token".into()),
+        max_body_bytes: 1024 * 1024,
+        window: Duration::from_secs(300),
+        hop: Duration::from_secs(10),
+        allowed_lateness: Duration::from_secs(60),
+        batch_max_records: 500,
+        batch_max_age: Duration::from_millis(300),
+    }
+}
+
+fn device(id: &str, tenant: &str, building: &str) -> Device {
+    Device {
+        id: id.into(),
+        tenant: tenant.into(),
+        building: building.into(),
+        floor: Some("1".into()),
+        room: Some("1-01".into()),
+        key: KEY.into(),
+    }
+}
+
+/// A reading the test sends, and what the oracle knows about it.
+#[derive(Clone, Debug)]
+struct Sent {
+    device: &'static str,
+    tenant: &'static str,
+    building: &'static str,
+    seq: i64,
+    time_ms: i64,
+    temperature: f64,
+    humidity: Option<f64>,
+}
+
+impl Sent {
+    fn body(&self) -> Value {
+        let mut body =
+            json!({"seq": self.seq, "time": self.time_ms, "temperature": self.temperature});
+        if let Some(h) = self.humidity {
+            body["humidity"] = json!(h);
+        }
+        body
+    }
+}
+
+/// count, mean, min, max of the values, computed the plain way.
+fn oracle(values: &[f64]) -> Option<(u64, f64, f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    Some((values.len() as u64, mean, min, max))
+}
+
+async fn post(
+    client: &reqwest::Client,
+    base: &url::Url,
+    device: &str,
+    body: &Value,
+) -> reqwest::Response {
+    client
+        .post(base.join("v1/telemetry").unwrap())
+        .header("x-device-id", device)
+        .header("x-device-key", KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn column_i64(batches: &[RecordBatch], name: &str) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = Pipeline::start(PipelineConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        args: args(),
+    })
+    .await
+    .unwrap();
+    pipeline
+        .registry
+        .upsert(vec![
+            device("d1", "fabrikam", "b1"),
+            device("d2", "fabrikam", "b1"),
+            device("d3", "contoso", "b1"),
+        ])
+        .unwrap();
+    let base = pipeline.url();
+    let client = reqwest::Client::new();
+
+    // Seven minutes of readings ending now, in order, three devices in two buildings (the same
+    // building id under two tenants), then a few out of order within the allowed lateness.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let start_ms = now_ms - 420 * SEC_MS;
+    let mut sent: Vec<Sent> = Vec::new();
+    let places = [
+        ("d1", "fabrikam", "b1"),
+        ("d2", "fabrikam", "b1"),
+        ("d3", "contoso", "b1"),
+    ];
+    for i in 0..420i64 {
+        let (device, tenant, building) = places[(i % 3) as usize];
+        sent.push(Sent {
+            device,
+            tenant,
+            building,
+            seq: i / 3,
+            time_ms: start_ms + i * SEC_MS,
+            temperature: 18.0 + (i % 17) as f64 * 0.37,
+            humidity: (i % 4 != 0).then_some(30.0 + (i % 11) as f64),
+        });
+    }
+    for (k, (device, tenant, building)) in places.into_iter().enumerate() {
+        sent.push(Sent {
+            device,
+            tenant,
+            building,
+            seq: 1000 + k as i64,
+            time_ms: now_ms - 30 * SEC_MS - k as i64,
+            temperature: 29.5,
+            humidity: None,
+        });
+    }
+
+    // d1 sends batches of five readings (fifteen seconds), the others one reading per
+    // request, all in time order but for the batching: nothing is later than the allowed
+    // lateness, so every reading counts.
+    let mut d1_batch: Vec<Value> = Vec::new();
+    for s in &sent {
+        if s.device == "d1" {
+            d1_batch.push(s.body());
+            if d1_batch.len() == 5 {
+                let body = Value::Array(std::mem::take(&mut d1_batch));
+                assert_eq!(post(&client, &base, "d1", &body).await.status(), 202);
+            }
+        } else {
+            let response = post(&client, &base, s.device, &s.body()).await;
+            assert_eq!(response.status(), 202, "{:?}", response.text().await);
+        }
+    }
+    if !d1_batch.is_empty() {
+        let body = Value::Array(d1_batch);
+        assert_eq!(post(&client, &base, "d1", &body).await.status(), 202);
+    }
+    // Refused readings never reach the lake.
+    let bad = post(
+        &client,
+        &base,
+        "d2",
+        &json!({"seq": 99999, "temperature": 900}),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let bad = post(
+        &client,
+        &base,
+        "d2",
+        &json!([{"seq": 99998, "temperature": 20}, {"temperature": 20}]),
+    )
+    .await;
+    assert_eq!(
+        bad.status(),
+        400,
+        "one bad reading refuses the whole request"
+    );
+
+    // The live aggregates, once the processor has caught up, equal the oracle.
+    let watermark_ms = sent.iter().map(|s| s.time_ms).max().unwrap();
+    let hop_ms = 10 * SEC_MS;
+    let end_ms = watermark_ms.div_euclid(hop_ms) * hop_ms + hop_ms;
+    for (tenant, building) in [("fabrikam", "b1"), ("contoso", "b1")] {
+        let in_window: Vec<&Sent> = sent
+            .iter()
+            .filter(|s| s.tenant == tenant && s.building == building)
+            .filter(|s| (end_ms - 300 * SEC_MS..end_ms).contains(&s.time_ms))
+            .collect();
+        let url = base
+            .join(&format!(
+                "v1/buildings/{building}/aggregates?tenant={tenant}"
+            ))
+            .unwrap();
+        let mut view = Value::Null;
+        for _ in 0..100 {
+            view = client
+                .get(url.clone())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if view["readings"].as_u64() == Some(in_window.len() as u64) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            view["readings"].as_u64(),
+            Some(in_window.len() as u64),
+            "{view}"
+        );
+        let temperatures: Vec<f64> = in_window.iter().map(|s| s.temperature).collect();
+        let humidities: Vec<f64> = in_window.iter().filter_map(|s| s.humidity).collect();
+        for (name, values) in [("temperature", temperatures), ("humidity", humidities)] {
+            let (count, mean, min, max) = oracle(&values).unwrap();
+            let got = &view["measurements"][name];
+            assert_eq!(
+                got["count"].as_u64(),
+                Some(count),
+                "{tenant}/{building} {name}"
+            );
+            assert!(
+                (got["mean"].as_f64().unwrap() - mean).abs() < 1e-9,
+                "{name}: {got} vs {mean}"
+            );
+            assert_eq!(got["min"].as_f64(), Some(min));
+            assert_eq!(got["max"].as_f64(), Some(max));
+        }
+        assert!(view["measurements"].get("co2").is_none());
+    }
+    let ambiguous = client
+        .get(base.join("v1/buildings/b1/aggregates").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ambiguous.status(), 400);
+
+    // A clean stop drains the bus into the lake.
+    let lake = pipeline.lake.clone();
+    pipeline.stop().await.unwrap();
+    let batches = sql::query(
+        &lake,
+        "SELECT device, seq, temperature FROM telemetry ORDER BY device, seq",
+    )
+    .await
+    .unwrap();
+    let mut expected: Vec<(String, i64, f64)> = sent
+        .iter()
+        .map(|s| (s.device.to_owned(), s.seq, s.temperature))
+        .collect();
+    expected.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let devices: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            // Scans may hand strings out as Utf8View; compare them as plain strings.
+            let c =
+                arrow::compute::cast(b.column_by_name("device").unwrap(), &DataType::Utf8).unwrap();
+            let c = c.as_string::<i32>();
+            (0..c.len())
+                .map(|i| c.value(i).to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let seqs = column_i64(&batches, "seq");
+    let temperatures: Vec<f64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("temperature")
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    let stored: Vec<(String, i64, f64)> = devices
+        .into_iter()
+        .zip(seqs)
+        .zip(temperatures)
+        .map(|((d, s), t)| (d, s, t))
+        .collect();
+    assert_eq!(stored.len(), sent.len(), "every accepted reading, once");
+    assert_eq!(stored, expected);
+
+    // Per-tenant partitions hold the tenant's readings only.
+    let per_tenant = sql::query(
+        &lake,
+        "SELECT tenant, count(*) AS n FROM telemetry GROUP BY tenant ORDER BY tenant",
+    )
+    .await
+    .unwrap();
+    let counts = column_i64(&per_tenant, "n");
+    let mut by_tenant: BTreeMap<&str, i64> = BTreeMap::new();
+    for s in &sent {
+        *by_tenant.entry(s.tenant).or_default() += 1;
+    }
+    assert_eq!(counts, by_tenant.values().copied().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn health_and_unknown_routes_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = Pipeline::start(PipelineConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        args: PipelineArgs {
+            operator_token: None,
+            ..args()
+        },
+    })
+    .await
+    .unwrap();
+    let base = pipeline.url();
+    let health = reqwest::get(base.join("healthz").unwrap()).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let missing = reqwest::get(base.join("v1/nothing").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_route");
+    pipeline.stop().await.unwrap();
+    // The operator token was created on first start, readable by its owner only.
+    let token = dir.path().join("operator-token");
+    assert!(std::fs::read_to_string(&token).unwrap().len() >= 40);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
