@@ -188,9 +188,10 @@ pub enum Format {
 impl Cli {
     /// Text logs to stderr, `info` by default (`warn` for the demo, whose output is a report).
     pub fn init_logging(&self) {
+        // The lake libraries log every snapshot they build at info: keep them to warnings.
         let default = match self.command {
             Command::Demo(_) | Command::Sql(_) | Command::Simulate(_) => "warn",
-            Command::Up(_) => "info",
+            Command::Up(_) => "info,buoyant_kernel=warn,deltalake_core=warn,datafusion=warn",
         };
         let filter = self
             .log

@@ -87,7 +87,9 @@ impl Pipeline {
             registry.clone(),
             bus.clone(),
         );
-        let processor = Processor::new(
+        // Consumers join their groups before the listener takes any request, so that the bus
+        // keeps every record for them from the first one on.
+        let processor = Processor::start(
             ProcessorConfig {
                 window: args.window,
                 hop: args.hop,
@@ -96,8 +98,9 @@ impl Pipeline {
                 ..ProcessorConfig::default()
             },
             bus.clone(),
-        )?;
-        let sink = ColdSink::new(
+        )
+        .await?;
+        let sink = ColdSink::start(
             ColdSinkConfig {
                 batch_max_records: args.batch_max_records,
                 batch_max_age: args.batch_max_age,
@@ -105,7 +108,8 @@ impl Pipeline {
                 ..ColdSinkConfig::new(lake.clone())
             },
             bus.clone(),
-        )?;
+        )
+        .await?;
 
         let router = Router::new()
             .route("/healthz", get(|| async { "ok" }))

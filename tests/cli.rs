@@ -152,3 +152,82 @@ fn help_lists_every_command_and_env_twin() {
     }
     assert!(Path::new(env!("CARGO_BIN_EXE_weir")).exists());
 }
+
+#[cfg(unix)]
+#[test]
+fn up_stops_cleanly_on_sigterm_and_loses_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["up", "--listen", "127.0.0.1:0", "--batch-max-age", "1h"])
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--operator-token",
+            "t0ken",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let accepted = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let key = "MDEyMzQ1Njc4OWFiY2RlZg==";
+        let devices = serde_json::json!([
+            {"id": "d1", "tenant": "fabrikam", "building": "b1", "key": key},
+        ]);
+        let response = client
+            .post(format!("{url}v1/devices"))
+            .bearer_auth("t0ken")
+            .json(&devices)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut accepted = 0;
+        for seq in 0..200 {
+            let response = client
+                .post(format!("{url}v1/telemetry"))
+                .header("x-device-id", "d1")
+                .header("x-device-key", key)
+                .json(&serde_json::json!({"seq": seq, "temperature": 20.5}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+            accepted += 1;
+        }
+        accepted
+    });
+
+    // A batch age of an hour: only the clean stop can have committed these readings.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "weir up exits 0 after SIGTERM: {exit:?}");
+
+    let lake = data.join("lake");
+    let out = weir(&[
+        "sql",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM telemetry",
+    ]);
+    assert_eq!(text(&out.stdout), format!("n\n{accepted}\n"));
+}

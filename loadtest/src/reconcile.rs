@@ -15,9 +15,12 @@ pub struct LakeCount {
 }
 
 pub async fn count(lake: &Lake) -> Result<LakeCount, SqlError> {
+    // Grouping by the two columns is vectorised; count(DISTINCT (device, seq)) hashes a struct
+    // per row and is two orders of magnitude slower.
     let batches = sql::query(
         lake,
-        "SELECT count(*), count(DISTINCT (device, seq)) FROM telemetry",
+        "SELECT (SELECT count(*) FROM telemetry) AS stored, \
+                (SELECT count(*) FROM (SELECT device, seq FROM telemetry GROUP BY device, seq)) AS distinct_readings",
     )
     .await?;
     let value = |column: usize| {

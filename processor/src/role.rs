@@ -50,7 +50,7 @@ impl ProcessorConfig {
         if self.hop.is_zero() || self.window.is_zero() {
             return bad("window and hop must be longer than zero".into());
         }
-        if self.window.as_micros() % self.hop.as_micros() != 0 {
+        if !self.window.as_micros().is_multiple_of(self.hop.as_micros()) {
             return bad(format!(
                 "window ({:?}) must be a whole number of hops ({:?})",
                 self.window, self.hop
@@ -71,11 +71,13 @@ pub enum ProcessorError {
     Bus(#[from] BusError),
 }
 
-/// The processor role.
+/// The processor role, a member of its consumer group from [`Processor::start`] on.
 pub struct Processor {
     config: ProcessorConfig,
-    bus: Arc<dyn Bus>,
+    sub: Box<dyn Subscription>,
     store: Arc<WarmStore>,
+    /// Newest event time seen per partition: what lateness is judged against.
+    watermarks: HashMap<Partition, i64>,
 }
 
 /// How often panes nobody can need any more are dropped.
@@ -83,7 +85,9 @@ const EVICT_EVERY: Duration = Duration::from_secs(5);
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 
 impl Processor {
-    pub fn new(config: ProcessorConfig, bus: Arc<dyn Bus>) -> Result<Self, ProcessorError> {
+    /// Checks the configuration and joins the consumer group. From then on the bus keeps
+    /// every record for this group: start consumers before accepting traffic.
+    pub async fn start(config: ProcessorConfig, bus: Arc<dyn Bus>) -> Result<Self, ProcessorError> {
         config.validate()?;
         let geometry = Geometry {
             window_us: config.window.as_micros() as i64,
@@ -93,7 +97,13 @@ impl Processor {
             geometry,
             config.allowed_lateness.as_micros() as i64,
         ));
-        Ok(Self { config, bus, store })
+        let sub = bus.subscribe(topics::TELEMETRY, &config.group).await?;
+        Ok(Self {
+            config,
+            sub,
+            store,
+            watermarks: HashMap::new(),
+        })
     }
 
     pub fn store(&self) -> Arc<WarmStore> {
@@ -105,20 +115,16 @@ impl Processor {
     }
 
     /// Consumes until `shutdown` fires (then drains, if configured) or the bus fails.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProcessorError> {
-        let mut sub = self
-            .bus
-            .subscribe(topics::TELEMETRY, &self.config.group)
-            .await?;
-        let mut watermarks = HashMap::new();
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ProcessorError> {
+        let max = self.config.max_poll_records;
         let mut last_evict = tokio::time::Instant::now();
         loop {
             let poll = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                poll = sub.poll(self.config.max_poll_records, POLL_TIMEOUT) => poll?,
+                poll = self.sub.poll(max, POLL_TIMEOUT) => poll?,
             };
-            self.handle(sub.as_mut(), poll, &mut watermarks).await?;
+            self.handle(poll).await?;
             if last_evict.elapsed() >= EVICT_EVERY {
                 self.store.evict();
                 last_evict = tokio::time::Instant::now();
@@ -126,10 +132,10 @@ impl Processor {
         }
         if self.config.drain_on_shutdown {
             loop {
-                let poll = sub.poll(self.config.max_poll_records, POLL_TIMEOUT).await?;
+                let poll = self.sub.poll(max, POLL_TIMEOUT).await?;
                 let idle = poll == Poll::Idle;
-                self.handle(sub.as_mut(), poll, &mut watermarks).await?;
-                if idle && sub.lag().await? == 0 {
+                self.handle(poll).await?;
+                if idle && self.sub.lag().await? == 0 {
                     break;
                 }
             }
@@ -142,19 +148,14 @@ impl Processor {
         Ok(())
     }
 
-    /// Applies a poll's records; `watermarks` is the newest event time seen per partition.
-    async fn handle(
-        &self,
-        sub: &mut dyn Subscription,
-        poll: Poll,
-        watermarks: &mut HashMap<Partition, i64>,
-    ) -> Result<(), ProcessorError> {
+    /// Applies a poll's records to the store and commits them.
+    async fn handle(&mut self, poll: Poll) -> Result<(), ProcessorError> {
         let messages = match poll {
             Poll::Messages(messages) => messages,
             Poll::Revoked(partitions) => {
                 // Another member takes these over; its view of them starts afresh.
                 for p in partitions {
-                    watermarks.remove(&p);
+                    self.watermarks.remove(&p);
                 }
                 return Ok(());
             }
@@ -165,10 +166,10 @@ impl Processor {
         for message in &messages {
             match codec.decode(&message.value) {
                 Ok(record) => {
-                    let watermark = watermarks.get(&message.partition).copied();
+                    let watermark = self.watermarks.get(&message.partition).copied();
                     self.store.apply(&record, watermark);
                     let newest = watermark.map_or(record.event_time, |w| w.max(record.event_time));
-                    watermarks.insert(message.partition, newest);
+                    self.watermarks.insert(message.partition, newest);
                 }
                 Err(error) => tracing::error!(
                     partition = message.partition,
@@ -182,7 +183,7 @@ impl Processor {
                 None => next.push((message.partition, message.offset + 1)),
             }
         }
-        sub.commit(&next).await?;
+        self.sub.commit(&next).await?;
         Ok(())
     }
 }

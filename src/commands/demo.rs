@@ -205,7 +205,7 @@ fn print_aggregates(store: &weir_processor::WarmStore, buildings: &[(String, Str
         first.window_end
     );
     println!(
-        "  {:<20} {:>8}  {:<24} {:>10} {:>8} {:>9}",
+        "  {:<20} {:>8}  {:<30} {:>10} {:>8} {:>9}",
         "building",
         "readings",
         "temperature °C mean (min–max)",

@@ -25,6 +25,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         operator_token = %args.data_dir.join("operator-token").display(),
         "weir is up"
     );
+    // On stdout, for people and scripts: where to send readings.
+    println!("weir is up: listening on {}", pipeline.url());
     pipeline.run_until(shutdown::signal()).await?;
     tracing::info!("weir stopped cleanly");
     Ok(ExitCode::SUCCESS)

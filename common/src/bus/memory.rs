@@ -427,8 +427,17 @@ impl MemorySubscription {
             let Some(position) = self.positions.get_mut(&partition) else {
                 continue;
             };
-            // Records before the log start were trimmed: every group committed past them.
-            *position = (*position).max(log.start);
+            if *position < log.start {
+                // Only a group that joined after they were trimmed can be behind the start.
+                tracing::warn!(
+                    topic = %self.topic.name,
+                    partition,
+                    from = *position,
+                    to = log.start,
+                    "records no longer retained were skipped"
+                );
+                *position = log.start;
+            }
             let from = (*position - log.start) as usize;
             for stored in log.records.iter().skip(from).take(max - out.len()) {
                 out.push(Message {

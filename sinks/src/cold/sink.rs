@@ -27,9 +27,12 @@ pub enum SinkError {
 }
 
 /// The cold-sink role.
+/// The cold-sink role: a member of its consumer group, with the lake open, from
+/// [`ColdSink::start`] on.
 pub struct ColdSink {
     config: ColdSinkConfig,
-    bus: Arc<dyn Bus>,
+    writer: TelemetryWriter,
+    sub: Box<dyn Subscription>,
 }
 
 /// Longest wait for records when no batch is open.
@@ -44,33 +47,43 @@ pub struct SinkStats {
 }
 
 impl ColdSink {
-    pub fn new(config: ColdSinkConfig, bus: Arc<dyn Bus>) -> Result<Self, SinkError> {
+    /// Checks the configuration, opens (or creates) the lake table and joins the consumer
+    /// group. From then on the bus keeps every record for this group: start consumers before
+    /// accepting traffic. A lake that cannot be opened fails here, before any traffic.
+    pub async fn start(config: ColdSinkConfig, bus: Arc<dyn Bus>) -> Result<Self, SinkError> {
         config.validate().map_err(SinkError::Config)?;
-        Ok(Self { config, bus })
+        let source = format!("{}/{}", bus.log_id(), topics::TELEMETRY);
+        let writer = TelemetryWriter::open(
+            &config.lake,
+            source,
+            config.target_file_bytes,
+            config.zstd_level,
+        )
+        .await?;
+        let sub = bus.subscribe(topics::TELEMETRY, &config.group).await?;
+        Ok(Self {
+            config,
+            writer,
+            sub,
+        })
     }
 
     /// Consumes until `shutdown` fires, then (optionally drains and) commits what it holds.
     pub async fn run(self, shutdown: CancellationToken) -> Result<SinkStats, SinkError> {
-        let source = format!("{}/{}", self.bus.log_id(), topics::TELEMETRY);
-        let writer = TelemetryWriter::open(
-            &self.config.lake,
-            source,
-            self.config.target_file_bytes,
-            self.config.zstd_level,
-        )
-        .await?;
-        let mut sub = self
-            .bus
-            .subscribe(topics::TELEMETRY, &self.config.group)
-            .await?;
+        let ColdSink {
+            config,
+            writer,
+            mut sub,
+        } = self;
+        let config = &config;
         let mut state = Running {
-            config: &self.config,
+            config,
             writer: Some(writer),
             batch: Batch::default(),
             stats: SinkStats::default(),
         };
         loop {
-            let deadline = state.batch.deadline(self.config.batch_max_age);
+            let deadline = state.batch.deadline(config.batch_max_age);
             let timeout = deadline.map_or(POLL_TIMEOUT, |d| {
                 d.saturating_duration_since(Instant::now())
                     .min(POLL_TIMEOUT)
@@ -78,13 +91,13 @@ impl ColdSink {
             let poll = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                poll = sub.poll(self.config.max_poll_records, timeout) => poll?,
+                poll = sub.poll(config.max_poll_records, timeout) => poll?,
             };
             state.handle(sub.as_mut(), poll).await?;
         }
-        if self.config.drain_on_shutdown {
+        if config.drain_on_shutdown {
             loop {
-                let poll = sub.poll(self.config.max_poll_records, POLL_TIMEOUT).await?;
+                let poll = sub.poll(config.max_poll_records, POLL_TIMEOUT).await?;
                 let idle = poll == Poll::Idle;
                 state.handle(sub.as_mut(), poll).await?;
                 if idle && sub.lag().await? == 0 {

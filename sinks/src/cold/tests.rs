@@ -87,7 +87,9 @@ async fn every_record_lands_once_partitioned_by_tenant_and_date() {
     produce(&bus, &records).await;
 
     let shutdown = CancellationToken::new();
-    let sink = ColdSink::new(config(lake.clone()), Arc::new(bus.clone())).unwrap();
+    let sink = ColdSink::start(config(lake.clone()), Arc::new(bus.clone()))
+        .await
+        .unwrap();
     let task = tokio::spawn(sink.run(shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     produce(&bus, &records[..10]).await; // the same readings again: the lake keeps both copies
@@ -137,17 +139,17 @@ async fn a_restarted_sink_resumes_from_the_lake_not_the_bus() {
     produce(&bus, &records).await;
 
     let run = |group: &str| {
-        let sink = ColdSink::new(
-            ColdSinkConfig {
-                group: group.into(),
-                ..config(lake.clone())
-            },
-            Arc::new(bus.clone()),
-        )
-        .unwrap();
-        let shutdown = CancellationToken::new();
-        shutdown.cancel();
-        sink.run(shutdown)
+        let config = ColdSinkConfig {
+            group: group.into(),
+            ..config(lake.clone())
+        };
+        let bus: Arc<dyn Bus> = Arc::new(bus.clone());
+        async move {
+            let sink = ColdSink::start(config, bus).await.unwrap();
+            let shutdown = CancellationToken::new();
+            shutdown.cancel();
+            sink.run(shutdown).await
+        }
     };
     assert_eq!(run("first").await.unwrap().records, 100);
     // A new group has no bus offsets at all: only the lake's checkpoint keeps it from
