@@ -97,8 +97,10 @@ pub struct UpArgs {
     pub pipeline: PipelineArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct DemoArgs {
+/// The simulated load, shared by `weir demo` and `weir simulate`. The defaults are the
+/// Fabrikam reference load: 100,000 devices reporting once a minute.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
     /// Simulated devices.
     #[arg(long, env = "WEIR_DEVICES", default_value_t = 100_000)]
     pub devices: usize,
@@ -114,6 +116,12 @@ pub struct DemoArgs {
     /// Seed of the simulated fleet and its readings.
     #[arg(long, env = "WEIR_SEED", default_value_t = 42)]
     pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
 
     /// A fresh directory for the run. Default: a new temporary directory, kept afterwards so
     /// that the lake can be queried.
@@ -138,21 +146,8 @@ pub struct SimulateArgs {
     #[arg(long, env = "WEIR_TARGET", default_value = "http://127.0.0.1:8080/")]
     pub target: url::Url,
 
-    /// Simulated devices.
-    #[arg(long, env = "WEIR_DEVICES", default_value_t = 100_000)]
-    pub devices: usize,
-
-    /// Readings per second over the whole fleet.
-    #[arg(long, env = "WEIR_RATE", default_value_t = 1667.0)]
-    pub rate: f64,
-
-    /// How long to send (e.g. `60s`, `5m`).
-    #[arg(long, env = "WEIR_DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-
-    /// Seed of the simulated fleet and its readings.
-    #[arg(long, env = "WEIR_SEED", default_value_t = 42)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub load: LoadArgs,
 
     /// Register the fleet first through the admin API, with this operator token
     /// (see `<data-dir>/operator-token` of `weir up`).

@@ -15,6 +15,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `weir sql` counting the lake, as CSV.
+fn count_rows(lake: &str) -> Output {
+    let query = "SELECT count(*) AS n FROM telemetry";
+    weir(&["sql", "--lake", lake, "--format", "csv", query])
+}
+
 #[test]
 fn demo_reports_and_the_lake_agrees() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,14 +61,7 @@ fn demo_reports_and_the_lake_agrees() {
     assert_eq!(report["stored"].as_u64(), Some(accepted));
     let lake = report["lake"].as_str().unwrap();
 
-    let out = weir(&[
-        "sql",
-        "--lake",
-        lake,
-        "--format",
-        "csv",
-        "SELECT count(*) AS n FROM telemetry",
-    ]);
+    let out = count_rows(lake);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), format!("n\n{accepted}\n"));
 
@@ -100,14 +99,7 @@ fn sql_errors_name_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     // An empty lake has an empty telemetry table.
-    let out = weir(&[
-        "sql",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--format",
-        "csv",
-        "SELECT count(*) AS n FROM telemetry",
-    ]);
+    let out = count_rows(lake.to_str().unwrap());
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "n\n0\n");
     let out = weir(&[
@@ -221,13 +213,6 @@ fn up_stops_cleanly_on_sigterm_and_loses_nothing() {
     assert!(exit.success(), "weir up exits 0 after SIGTERM: {exit:?}");
 
     let lake = data.join("lake");
-    let out = weir(&[
-        "sql",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--format",
-        "csv",
-        "SELECT count(*) AS n FROM telemetry",
-    ]);
+    let out = count_rows(lake.to_str().unwrap());
     assert_eq!(text(&out.stdout), format!("n\n{accepted}\n"));
 }

@@ -18,8 +18,6 @@
 //!
 //! `null` counts as absent. A reading must carry at least one measurement.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value};
 use weir_schemas::{Measure, Telemetry};
 
@@ -148,28 +146,16 @@ fn to_telemetry(
         reason,
     };
     let device = ctx.device;
-    let mut record = Telemetry {
-        tenant: device.tenant.clone(),
-        building: device.building.clone(),
-        floor: device.floor.clone(),
-        room: device.room.clone(),
-        device: device.id.clone(),
-        seq: -1,
-        event_time: ctx.ingest_time_us,
-        ingest_time: ctx.ingest_time_us,
-        protocol: ctx.protocol.to_owned(),
-        temperature: None,
-        humidity: None,
-        light: None,
-        co2: None,
-        pressure: None,
-        noise: None,
-        motion: None,
-        occupancy: None,
-        battery: None,
-        extra: BTreeMap::new(),
-        properties: BTreeMap::new(),
-    };
+    let mut record = Telemetry::new(
+        &device.tenant,
+        &device.building,
+        &device.id,
+        -1,
+        ctx.ingest_time_us,
+        ctx.protocol,
+    );
+    record.floor = device.floor.clone();
+    record.room = device.room.clone();
     let mut has_seq = false;
     for (name, value) in fields {
         if value.is_null() {
@@ -406,6 +392,8 @@ fn event_time(index: usize, value: &Value, ctx: &Context<'_>) -> Result<i64, Rea
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     const NOW_US: i64 = 1_764_000_000_000_000;

@@ -161,28 +161,9 @@ mod tests {
     const SEC: i64 = 1_000_000;
 
     fn reading(building: &str, event_time: i64, temperature: f64) -> Telemetry {
-        Telemetry {
-            tenant: "fabrikam".into(),
-            building: building.into(),
-            floor: None,
-            room: None,
-            device: "d".into(),
-            seq: 0,
-            event_time,
-            ingest_time: event_time,
-            protocol: "test".into(),
-            temperature: Some(temperature),
-            humidity: None,
-            light: None,
-            co2: None,
-            pressure: None,
-            noise: None,
-            motion: None,
-            occupancy: None,
-            battery: None,
-            extra: Default::default(),
-            properties: Default::default(),
-        }
+        let mut r = Telemetry::new("fabrikam", building, "d", 0, event_time, "test");
+        r.temperature = Some(temperature);
+        r
     }
 
     fn store() -> WarmStore {

@@ -150,28 +150,9 @@ mod tests {
     };
 
     fn reading(event_time: i64, temperature: f64) -> Telemetry {
-        Telemetry {
-            tenant: "t".into(),
-            building: "b".into(),
-            floor: None,
-            room: None,
-            device: "d".into(),
-            seq: 0,
-            event_time,
-            ingest_time: event_time,
-            protocol: "test".into(),
-            temperature: Some(temperature),
-            humidity: None,
-            light: None,
-            co2: None,
-            pressure: None,
-            noise: None,
-            motion: None,
-            occupancy: None,
-            battery: None,
-            extra: Default::default(),
-            properties: Default::default(),
-        }
+        let mut r = Telemetry::new("t", "b", "d", 0, event_time, "test");
+        r.temperature = Some(temperature);
+        r
     }
 
     #[test]

@@ -119,6 +119,40 @@ impl Measure {
 }
 
 impl Telemetry {
+    /// A reading with no measurement yet: `event_time` and `ingest_time` both `time_us`, the
+    /// measurements empty, to be filled in by the caller.
+    pub fn new(
+        tenant: impl Into<String>,
+        building: impl Into<String>,
+        device: impl Into<String>,
+        seq: i64,
+        time_us: i64,
+        protocol: impl Into<String>,
+    ) -> Telemetry {
+        Telemetry {
+            tenant: tenant.into(),
+            building: building.into(),
+            floor: None,
+            room: None,
+            device: device.into(),
+            seq,
+            event_time: time_us,
+            ingest_time: time_us,
+            protocol: protocol.into(),
+            temperature: None,
+            humidity: None,
+            light: None,
+            co2: None,
+            pressure: None,
+            noise: None,
+            motion: None,
+            occupancy: None,
+            battery: None,
+            extra: BTreeMap::new(),
+            properties: BTreeMap::new(),
+        }
+    }
+
     /// The value of a well-known measurement as a number (motion as 0 or 1).
     pub fn get(&self, measure: Measure) -> Option<f64> {
         match measure {

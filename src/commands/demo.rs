@@ -22,8 +22,8 @@ const SHOWN_BUILDINGS: usize = 5;
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let data_dir = fresh_data_dir(args.data_dir.clone())?;
     let fleet = Arc::new(Fleet::generate(&FleetConfig {
-        devices: args.devices,
-        seed: args.seed,
+        devices: args.load.devices,
+        seed: args.load.seed,
         ..FleetConfig::default()
     })?);
     let pipeline = Pipeline::start(PipelineConfig {
@@ -49,7 +49,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .await?
         .context("cannot register the simulated fleet")?;
 
-    let total = (args.rate * args.duration.as_secs_f64()).round() as u64;
+    let total = (args.load.rate * args.load.duration.as_secs_f64()).round() as u64;
     let buildings = fleet.buildings();
     let tenants: std::collections::BTreeSet<&String> = buildings.iter().map(|(t, _)| t).collect();
     println!("weir demo");
@@ -61,8 +61,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     println!(
         "  load       {} readings/s for {} ({total} readings)",
-        args.rate,
-        humantime::format_duration(args.duration)
+        args.load.rate,
+        humantime::format_duration(args.load.duration)
     );
     println!("  gateway    {}", pipeline.url());
     println!("  lake       {}", pipeline.lake.url());
@@ -81,10 +81,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         fleet.clone(),
         LoadConfig {
             target: pipeline.url(),
-            rate: args.rate,
-            duration: args.duration,
+            rate: args.load.rate,
+            duration: args.load.duration,
             max_in_flight: 1024,
-            seed: args.seed,
+            seed: args.load.seed,
         },
         counters,
         stop,
@@ -104,7 +104,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         &counted,
         lake.url().to_string(),
         fleet.len(),
-        args.rate,
+        args.load.rate,
         resources::current(),
     );
 

@@ -11,8 +11,8 @@ use crate::cli::SimulateArgs;
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let fleet = Arc::new(Fleet::generate(&FleetConfig {
-        devices: args.devices,
-        seed: args.seed,
+        devices: args.load.devices,
+        seed: args.load.seed,
         ..FleetConfig::default()
     })?);
     if let Some(token) = &args.token {
@@ -20,7 +20,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         provision::provision(&args.target, token, &fleet).await?;
     }
     let counters = Arc::new(Counters::default());
-    let total = (args.rate * args.duration.as_secs_f64()).round() as u64;
+    let total = (args.load.rate * args.load.duration.as_secs_f64()).round() as u64;
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {
@@ -32,10 +32,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         fleet,
         LoadConfig {
             target: args.target,
-            rate: args.rate,
-            duration: args.duration,
+            rate: args.load.rate,
+            duration: args.load.duration,
             max_in_flight: args.max_in_flight,
-            seed: args.seed,
+            seed: args.load.seed,
         },
         counters,
         stop,

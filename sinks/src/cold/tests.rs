@@ -14,28 +14,20 @@ use crate::lake::Lake;
 use crate::sql;
 
 fn reading(device: usize, seq: i64, day: i64) -> Telemetry {
-    Telemetry {
-        tenant: format!("tenant{}", device % 2),
-        building: format!("b{}", device % 3),
-        floor: Some("1".into()),
-        room: None,
-        device: format!("dev-{device}"),
+    let time = 1_764_000_000_000_000 + day * 86_400_000_000 + seq;
+    let mut r = Telemetry::new(
+        format!("tenant{}", device % 2),
+        format!("b{}", device % 3),
+        format!("dev-{device}"),
         seq,
-        event_time: 1_764_000_000_000_000 + day * 86_400_000_000 + seq,
-        ingest_time: 1_764_000_000_000_000,
-        protocol: "test".into(),
-        temperature: Some(20.0 + seq as f64 / 100.0),
-        humidity: None,
-        light: None,
-        co2: None,
-        pressure: None,
-        noise: None,
-        motion: Some(seq % 2 == 0),
-        occupancy: None,
-        battery: None,
-        extra: BTreeMap::from([("voc".into(), 1.0)]),
-        properties: BTreeMap::new(),
-    }
+        time,
+        "test",
+    );
+    r.floor = Some("1".into());
+    r.temperature = Some(20.0 + seq as f64 / 100.0);
+    r.motion = Some(seq % 2 == 0);
+    r.extra = BTreeMap::from([("voc".into(), 1.0)]);
+    r
 }
 
 async fn produce(bus: &MemoryBus, records: &[Telemetry]) {
