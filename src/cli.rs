@@ -39,11 +39,36 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Query the lake with SQL (DataFusion). The table of readings is `telemetry`.
     Sql(SqlArgs),
+    /// Run only the gateway (needs --kafka): scale ingestion out over several processes.
+    Gateway(UpArgs),
+    /// Run only the windowed processor (needs --kafka).
+    Processor(UpArgs),
+    /// Run only the cold-storage sink (needs --kafka).
+    ColdSink(UpArgs),
 }
 
-/// Settings of a pipeline, shared by `weir up` and `weir demo`.
+/// Settings of a pipeline, shared by `weir up`, `weir demo` and the single-role commands.
 #[derive(Debug, Clone, Args)]
 pub struct PipelineArgs {
+    /// Kafka bootstrap servers (`host:port,…`): use Kafka as the bus instead of the embedded
+    /// one. Any Kafka-protocol broker works: Apache Kafka, Redpanda, Azure Event Hubs.
+    #[arg(long, env = "WEIR_KAFKA")]
+    pub kafka: Option<String>,
+
+    /// A librdkafka setting for every Kafka client, `KEY=VALUE`; repeat it (or separate with
+    /// commas in the environment) for several, e.g. `security.protocol=SASL_SSL`.
+    #[arg(long, env = "WEIR_KAFKA_OPTION", value_delimiter = ',')]
+    pub kafka_option: Vec<String>,
+
+    /// Replication factor of the Kafka topics weir creates (3 in production).
+    #[arg(long, env = "WEIR_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+
+    /// How long the Kafka producer tries to deliver a record before the device is answered
+    /// 503 (`message.timeout.ms`).
+    #[arg(long, env = "WEIR_KAFKA_DELIVERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub kafka_delivery_timeout: Duration,
+
     /// Lake location: a directory or an object-store URL (`file:///…`, `memory://name`).
     /// Defaults to `<data-dir>/lake`.
     #[arg(long, env = "WEIR_LAKE")]
@@ -186,7 +211,9 @@ impl Cli {
         // The lake libraries log every snapshot they build at info: keep them to warnings.
         let default = match self.command {
             Command::Demo(_) | Command::Sql(_) | Command::Simulate(_) => "warn",
-            Command::Up(_) => "info,buoyant_kernel=warn,deltalake_core=warn,datafusion=warn",
+            Command::Up(_) | Command::Gateway(_) | Command::Processor(_) | Command::ColdSink(_) => {
+                "info,buoyant_kernel=warn,deltalake_core=warn,datafusion=warn"
+            }
         };
         let filter = self
             .log

@@ -1,21 +1,26 @@
-//! Every role in one process on the embedded bus, behind one HTTP listener.
+//! Roles composed into one process: every role (`weir up`, `weir demo`) or one of them
+//! (`weir gateway`, `weir processor`, `weir cold-sink`), over the embedded bus or Kafka, with one
+//! HTTP listener for all of the process's routes.
 //!
 //! Stopping is ordered so that nothing acknowledged is lost: first the listener stops taking
 //! requests and finishes the ones in flight (each answered only after its records are on the
-//! bus), then the processor and the cold sink read the bus to its end, and the sink makes its
-//! last lake commit. Only then does [`Pipeline::stop`] return.
+//! bus), then the consumers stop: on the embedded bus they first read it to its end (its records
+//! die with the process), on Kafka they commit what they hold and leave the rest to the next
+//! member. A role that fails does not skip this: the others still stop in order, and the first
+//! failure is reported afterwards.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use base64::Engine;
 use rand::RngCore;
-use tokio::task::JoinHandle;
-use weir_common::bus::{Bus, MemoryBus, TopicSpec};
+use tokio::task::JoinSet;
+use weir_common::bus::{Bus, KafkaBus, KafkaConfig, MemoryBus, MemoryBusConfig, TopicSpec};
 use weir_common::http::not_found;
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics;
@@ -25,13 +30,41 @@ use weir_sinks::{ColdSink, ColdSinkConfig, Lake};
 
 use crate::cli::PipelineArgs;
 
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub gateway: bool,
+    pub processor: bool,
+    pub sink: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        gateway: true,
+        processor: true,
+        sink: true,
+    };
+}
+
 /// Everything needed to start a pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    pub roles: Roles,
+    /// On stop, let the consumers read the bus to its end first. Always so on the embedded
+    /// bus, whose records die with the process; on Kafka when this process runs the whole
+    /// pipeline and its caller wants everything processed (the demo).
+    pub drain_on_shutdown: bool,
     pub args: PipelineArgs,
 }
+
+/// How long in-flight HTTP requests may take to finish once stopping begins.
+const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes a record takes on the embedded bus at most, to size it for the sink's batches.
+const MAX_RECORD_BYTES: usize = 512;
+/// How often a gateway looks for registry changes made by another process.
+const REGISTRY_REFRESH: Duration = Duration::from_secs(1);
 
 /// A running pipeline.
 pub struct Pipeline {
@@ -39,19 +72,49 @@ pub struct Pipeline {
     pub addr: SocketAddr,
     pub lake: Lake,
     pub registry: Arc<Registry>,
-    pub store: Arc<WarmStore>,
+    /// The processor's warm store, when this process runs the processor.
+    pub store: Option<Arc<WarmStore>>,
     pub operator_token: String,
     stop_http: CancellationToken,
     stop_consumers: CancellationToken,
-    http: JoinHandle<std::io::Result<()>>,
-    processor: JoinHandle<Result<(), weir_processor::ProcessorError>>,
-    sink: JoinHandle<Result<weir_sinks::cold::SinkStats, weir_sinks::cold::SinkError>>,
+    http: JoinSet<anyhow::Result<()>>,
+    consumers: JoinSet<anyhow::Result<()>>,
+}
+
+async fn connect(args: &PipelineArgs) -> anyhow::Result<Arc<dyn Bus>> {
+    Ok(match &args.kafka {
+        Some(brokers) => {
+            let mut config = KafkaConfig::new(brokers.clone());
+            config.replication_factor = args.replication_factor;
+            config.delivery_timeout = args.kafka_delivery_timeout;
+            for option in &args.kafka_option {
+                let (key, value) = option
+                    .split_once('=')
+                    .with_context(|| format!("--kafka-option `{option}` is not KEY=VALUE"))?;
+                config
+                    .client_options
+                    .insert(key.trim().into(), value.trim().into());
+            }
+            Arc::new(KafkaBus::connect(config).await?)
+        }
+        None => {
+            // Room for two full sink batches, so that producers never wait on a batch that
+            // can only close by age.
+            let per_partition =
+                2 * args.batch_max_records * MAX_RECORD_BYTES / args.partitions.max(1) as usize;
+            Arc::new(MemoryBus::new(MemoryBusConfig {
+                partition_max_bytes: per_partition
+                    .max(MemoryBusConfig::default().partition_max_bytes),
+            }))
+        }
+    })
 }
 
 impl Pipeline {
     pub async fn start(config: PipelineConfig) -> anyhow::Result<Pipeline> {
         let data_dir = &config.data_dir;
         let args = &config.args;
+        let roles = config.roles;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
         let lake_location = match &args.lake {
@@ -68,70 +131,93 @@ impl Pipeline {
                 .context("cannot load the device registry")?,
         );
 
-        let memory_bus = MemoryBus::default();
-        let bus: Arc<dyn Bus> = Arc::new(memory_bus);
-        for name in [topics::TELEMETRY, topics::TELEMETRY_DLQ] {
-            bus.ensure_topic(&TopicSpec {
-                name: name.into(),
-                partitions: args.partitions,
-            })
-            .await?;
-        }
+        let bus = connect(args).await?;
+        let embedded = args.kafka.is_none();
+        let drain = config.drain_on_shutdown || embedded;
+        bus.ensure_topic(&TopicSpec {
+            name: topics::TELEMETRY.into(),
+            partitions: args.partitions,
+        })
+        .await?;
 
-        let gateway = Gateway::new(
-            GatewayConfig {
+        let stop_http = CancellationToken::new();
+        let stop_consumers = CancellationToken::new();
+        let mut consumers = JoinSet::new();
+        let mut router = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ready" }));
+
+        // Consumers join their groups before the listener takes any request, so that the bus
+        // keeps every record for them from the first one on.
+        let mut store = None;
+        if roles.processor {
+            let processor = Processor::start(
+                ProcessorConfig {
+                    window: args.window,
+                    hop: args.hop,
+                    allowed_lateness: args.allowed_lateness,
+                    drain_on_shutdown: drain,
+                    ..ProcessorConfig::default()
+                },
+                bus.clone(),
+            )
+            .await?;
+            router = router.merge(processor.router());
+            store = Some(processor.store());
+            let stop = stop_consumers.clone();
+            consumers
+                .spawn(async move { processor.run(stop).await.context("the processor failed") });
+        }
+        if roles.sink {
+            let sink = ColdSink::start(
+                ColdSinkConfig {
+                    batch_max_records: args.batch_max_records,
+                    batch_max_age: args.batch_max_age,
+                    drain_on_shutdown: drain,
+                    ..ColdSinkConfig::new(lake.clone())
+                },
+                bus.clone(),
+            )
+            .await?;
+            let stop = stop_consumers.clone();
+            consumers.spawn(async move {
+                sink.run(stop)
+                    .await
+                    .map(|_| ())
+                    .context("the cold sink failed")
+            });
+        }
+        if roles.gateway {
+            let mut gateway_config = GatewayConfig {
                 max_body_bytes: args.max_body_bytes,
                 operator_token: Some(operator_token.clone()),
                 ..GatewayConfig::default()
-            },
-            registry.clone(),
-            bus.clone(),
-        );
-        // Consumers join their groups before the listener takes any request, so that the bus
-        // keeps every record for them from the first one on.
-        let processor = Processor::start(
-            ProcessorConfig {
-                window: args.window,
-                hop: args.hop,
-                allowed_lateness: args.allowed_lateness,
-                drain_on_shutdown: true,
-                ..ProcessorConfig::default()
-            },
-            bus.clone(),
-        )
-        .await?;
-        let sink = ColdSink::start(
-            ColdSinkConfig {
-                batch_max_records: args.batch_max_records,
-                batch_max_age: args.batch_max_age,
-                drain_on_shutdown: true,
-                ..ColdSinkConfig::new(lake.clone())
-            },
-            bus.clone(),
-        )
-        .await?;
+            };
+            if !embedded {
+                // Wait for the producer's own verdict (delivered or failed) rather than give
+                // up first and leave a record in flight that a retry would then duplicate.
+                gateway_config.produce_timeout =
+                    args.kafka_delivery_timeout + Duration::from_secs(2);
+                let registry = registry.clone();
+                let stop = stop_consumers.clone();
+                consumers.spawn(async move { refresh_registry(registry, stop).await });
+            }
+            router =
+                router.merge(Gateway::new(gateway_config, registry.clone(), bus.clone()).router());
+        }
 
-        let router = Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ready" }))
-            .merge(gateway.router())
-            .merge(processor.router())
-            .fallback(not_found);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-
-        let stop_http = CancellationToken::new();
-        let stop_consumers = CancellationToken::new();
-        let store = processor.store();
-        let processor = tokio::spawn(processor.run(stop_consumers.clone()));
-        let sink = tokio::spawn(sink.run(stop_consumers.clone()));
-        let http = tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop_http.clone().cancelled_owned())
-                .into_future(),
-        );
+        let mut http = JoinSet::new();
+        let graceful = stop_http.clone().cancelled_owned();
+        http.spawn(async move {
+            axum::serve(listener, router.fallback(not_found))
+                .with_graceful_shutdown(graceful)
+                .await
+                .context("the HTTP listener failed")
+        });
         Ok(Pipeline {
             addr,
             lake,
@@ -141,8 +227,7 @@ impl Pipeline {
             stop_http,
             stop_consumers,
             http,
-            processor,
-            sink,
+            consumers,
         })
     }
 
@@ -152,48 +237,76 @@ impl Pipeline {
         url::Url::parse(&format!("http://{}/", self.addr)).expect("valid URL")
     }
 
-    /// Runs until `stop` resolves or a role fails, then stops in order.
+    /// Runs until `stop` resolves or a role ends, then stops everything in order.
     pub async fn run_until(
         mut self,
         stop: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let failed = tokio::select! {
+        let ended = tokio::select! {
             () = stop => None,
-            r = &mut self.http => Some(format!("the HTTP listener stopped: {:?}", flatten(r))),
-            r = &mut self.processor => Some(format!("the processor stopped: {:?}", flatten(r))),
-            r = &mut self.sink => Some(format!("the cold sink stopped: {:?}", flatten(r).map(|_| ()))),
+            Some(r) = self.http.join_next() => Some(r),
+            Some(r) = self.consumers.join_next() => Some(r),
         };
-        if let Some(reason) = failed {
-            self.stop_http.cancel();
-            self.stop_consumers.cancel();
-            anyhow::bail!("{reason}");
+        let first: Option<anyhow::Error> = ended.map(|r| match r {
+            Ok(Ok(())) => anyhow::anyhow!("a role stopped on its own"),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("a role panicked: {e}"),
+        });
+        let stopped = self.stop().await;
+        match first {
+            Some(e) => Err(e.context("weir stopped because a role ended")),
+            None => stopped,
         }
-        self.stop().await
     }
 
-    /// Stops taking requests, drains the bus into the processor and the lake, commits.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Stops taking requests, then stops the consumers (draining the embedded bus into the
+    /// processor and the lake). Returns the first failure.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let mut first: Option<anyhow::Error> = None;
+        let mut note = |r: Result<anyhow::Result<()>, tokio::task::JoinError>| {
+            let error = match r {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a role panicked: {e}"),
+            };
+            tracing::error!(error = format!("{error:#}"), "while stopping");
+            first.get_or_insert(error);
+        };
         self.stop_http.cancel();
-        self.http
-            .await
-            .context("the HTTP listener panicked")?
-            .context("the HTTP listener failed")?;
+        let drained = tokio::time::timeout(HTTP_DRAIN_TIMEOUT, async {
+            while let Some(r) = self.http.join_next().await {
+                note(r);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "in-flight requests took longer than {HTTP_DRAIN_TIMEOUT:?}; closing them"
+            );
+            self.http.abort_all();
+        }
         self.stop_consumers.cancel();
-        let processed = self.processor.await.context("the processor panicked")?;
-        let sunk = self.sink.await.context("the cold sink panicked")?;
-        processed.context("the processor failed")?;
-        sunk.context("the cold sink failed")?;
-        Ok(())
+        while let Some(r) = self.consumers.join_next().await {
+            note(r);
+        }
+        first.map_or(Ok(()), Err)
     }
 }
 
-fn flatten<T, E: std::fmt::Display>(
-    r: Result<Result<T, E>, tokio::task::JoinError>,
-) -> Result<T, String> {
-    match r {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(e.to_string()),
+/// Picks up devices provisioned through another gateway process sharing the data directory.
+async fn refresh_registry(registry: Arc<Registry>, stop: CancellationToken) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(REGISTRY_REFRESH);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let registry = registry.clone();
+        match tokio::task::spawn_blocking(move || registry.refresh()).await {
+            Ok(Err(error)) => tracing::warn!(%error, "cannot reload the device registry"),
+            Err(error) => tracing::warn!(%error, "cannot reload the device registry"),
+            Ok(Ok(_)) => {}
+        }
     }
 }
 
@@ -203,6 +316,7 @@ fn operator_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("operator-token");
     match std::fs::read_to_string(&path) {
         Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+        // Empty (a crash while it was being created): make a new one.
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -215,16 +329,21 @@ fn operator_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// Writes a file readable by its owner only, whole or not at all (written aside, renamed).
 #[cfg(unix)]
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())
+        .open(&tmp)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(not(unix))]

@@ -9,7 +9,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use serde_json::{Value, json};
 use weir::cli::PipelineArgs;
-use weir::pipeline::{Pipeline, PipelineConfig};
+use weir::pipeline::{Pipeline, PipelineConfig, Roles};
 use weir_ingest::Device;
 use weir_sinks::sql;
 
@@ -18,6 +18,10 @@ const SEC_MS: i64 = 1000;
 
 fn args() -> PipelineArgs {
     PipelineArgs {
+        kafka: None,
+        kafka_option: Vec::new(),
+        replication_factor: 1,
+        kafka_delivery_timeout: Duration::from_secs(5),
         lake: None,
         partitions: 4,
         operator_token: Some("test-token".into()),
@@ -110,6 +114,8 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
     let pipeline = Pipeline::start(PipelineConfig {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        roles: Roles::ALL,
+        drain_on_shutdown: true,
         args: args(),
     })
     .await
@@ -329,6 +335,8 @@ async fn health_and_unknown_routes_answer() {
     let pipeline = Pipeline::start(PipelineConfig {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        roles: Roles::ALL,
+        drain_on_shutdown: true,
         args: PipelineArgs {
             operator_token: None,
             ..args()

@@ -23,6 +23,8 @@ use weir_schemas::{Measure, Telemetry};
 
 use crate::registry::Device;
 
+/// Top-level fields with a meaning of their own, never names of `extra` measurements.
+const RESERVED: [&str; 5] = ["seq", "time", "device", "extra", "properties"];
 /// Earliest event time accepted: 2000-01-01T00:00:00Z, in microseconds.
 const MIN_EVENT_TIME_US: i64 = 946_684_800_000_000;
 /// Most `extra` measurements or `properties` on one reading.
@@ -316,6 +318,13 @@ fn add_extra(
         });
     };
     check_map_text(index, "extra", &name)?;
+    if Measure::from_name(&name).is_some() || RESERVED.contains(&name.as_str()) {
+        return Err(ReadingError::InvalidField {
+            index,
+            field: format!("extra.{name}"),
+            reason: format!("`{name}` is a field of the reading itself; send it at the top level"),
+        });
+    }
     record.extra.insert(name, number);
     if record.extra.len() > MAX_MAP_ENTRIES {
         return Err(ReadingError::InvalidField {

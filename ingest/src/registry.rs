@@ -38,6 +38,8 @@ pub enum RegistryError {
     },
     #[error("device {index}: id `{id}` appears twice in one request")]
     Duplicate { index: usize, id: String },
+    #[error("the registry file {path} holds an invalid device: {reason}")]
+    InvalidFile { path: PathBuf, reason: String },
     #[error("cannot read the registry file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -109,14 +111,30 @@ impl Device {
     }
 }
 
+/// Checks every device, and that no id appears twice.
+fn validate_all(devices: &[Device]) -> Result<(), RegistryError> {
+    let mut seen = HashSet::with_capacity(devices.len());
+    for (index, device) in devices.iter().enumerate() {
+        device.validate(index)?;
+        if !seen.insert(device.id.as_str()) {
+            return Err(RegistryError::Duplicate {
+                index,
+                id: device.id.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The devices this gateway accepts readings from.
 #[derive(Default)]
 pub struct Registry {
     devices: DashMap<String, Arc<Device>>,
     /// Where the registry is kept, if anywhere.
     path: Option<PathBuf>,
-    /// Serialises writers of the file.
-    write: Mutex<()>,
+    /// Serialises writers of the file, and holds its modification time as last read or
+    /// written, to notice changes made by another process.
+    write: Mutex<Option<std::time::SystemTime>>,
 }
 
 impl Registry {
@@ -127,26 +145,59 @@ impl Registry {
 
     /// A registry kept in `path` (JSON), loaded if the file exists.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, RegistryError> {
-        let path = path.into();
         let registry = Registry {
-            path: Some(path.clone()),
+            path: Some(path.into()),
             ..Self::default()
         };
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let devices: Vec<Device> =
-                    serde_json::from_slice(&bytes).map_err(|source| RegistryError::Corrupt {
-                        path: path.clone(),
-                        source,
-                    })?;
-                for device in devices {
-                    registry.devices.insert(device.id.clone(), Arc::new(device));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(RegistryError::Read { path, source }),
-        }
+        registry.refresh()?;
         Ok(registry)
+    }
+
+    /// Reloads the file if another process changed it since it was last read or written.
+    /// Returns whether it did.
+    pub fn refresh(&self) -> Result<bool, RegistryError> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let mut known = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let modified = match std::fs::metadata(path).and_then(|m| m.modified()) {
+            Ok(modified) => modified,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => {
+                return Err(RegistryError::Read {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        };
+        if *known == Some(modified) {
+            return Ok(false);
+        }
+        let bytes = std::fs::read(path).map_err(|source| RegistryError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let devices: Vec<Device> =
+            serde_json::from_slice(&bytes).map_err(|source| RegistryError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
+        // The file may have been edited by hand: hold it to the same rules as the API.
+        validate_all(&devices).map_err(|e| RegistryError::InvalidFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let ids: HashSet<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+        self.devices.retain(|id, _| ids.contains(id.as_str()));
+        for device in &devices {
+            self.devices
+                .insert(device.id.clone(), Arc::new(device.clone()));
+        }
+        *known = Some(modified);
+        Ok(true)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Device>> {
@@ -203,8 +254,20 @@ impl Registry {
         }
         // Write aside and rename, so a crash leaves the old file or the new one, never half.
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, bytes).map_err(write)?;
-        std::fs::rename(&tmp, path).map_err(write)
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&tmp).map_err(write)?;
+            file.write_all(&bytes).map_err(write)?;
+            file.sync_all().map_err(write)?;
+        }
+        std::fs::rename(&tmp, path).map_err(write)?;
+        // The rename itself is durable once the directory is synced.
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(write)?;
+        }
+        Ok(())
     }
 }
 

@@ -137,13 +137,11 @@ async fn building_aggregates(
             match tenants.as_slice() {
                 [one] => one.clone(),
                 [] => return Err(unknown(&building)),
-                many => {
+                _ => {
+                    // Other tenants' names are not this caller's business.
                     return Err(ApiError::bad_request(
                         "ambiguous_building",
-                        format!(
-                            "building `{building}` exists for tenants {}; add ?tenant=",
-                            many.join(", ")
-                        ),
+                        format!("building `{building}` exists for several tenants; add ?tenant="),
                     ));
                 }
             }

@@ -10,7 +10,7 @@ use weir_common::shutdown::CancellationToken;
 use weir_common::topics;
 use weir_schemas::TelemetryCodec;
 
-use crate::store::WarmStore;
+use crate::store::{WarmStore, watermark_time};
 use crate::window::Geometry;
 
 #[derive(Debug, Clone)]
@@ -47,8 +47,12 @@ impl ProcessorConfig {
     /// Cross-field checks, run before anything starts.
     pub fn validate(&self) -> Result<(), ProcessorError> {
         let bad = |reason: String| Err(ProcessorError::Config(reason));
-        if self.hop.is_zero() || self.window.is_zero() {
-            return bad("window and hop must be longer than zero".into());
+        let day = Duration::from_secs(86_400);
+        if self.hop < Duration::from_millis(1) || self.window < Duration::from_millis(1) {
+            return bad("window and hop must be at least 1 ms".into());
+        }
+        if self.window > day || self.allowed_lateness > day {
+            return bad("window and allowed lateness must be at most a day".into());
         }
         if !self.window.as_micros().is_multiple_of(self.hop.as_micros()) {
             return bad(format!(
@@ -89,14 +93,13 @@ impl Processor {
     /// every record for this group: start consumers before accepting traffic.
     pub async fn start(config: ProcessorConfig, bus: Arc<dyn Bus>) -> Result<Self, ProcessorError> {
         config.validate()?;
+        // Validated above: at most a day, so the microseconds fit an i64.
+        let micros = |d: Duration| d.as_micros() as i64;
         let geometry = Geometry {
-            window_us: config.window.as_micros() as i64,
-            hop_us: config.hop.as_micros() as i64,
+            window_us: micros(config.window),
+            hop_us: micros(config.hop),
         };
-        let store = Arc::new(WarmStore::new(
-            geometry,
-            config.allowed_lateness.as_micros() as i64,
-        ));
+        let store = Arc::new(WarmStore::new(geometry, micros(config.allowed_lateness)));
         let sub = bus.subscribe(topics::TELEMETRY, &config.group).await?;
         Ok(Self {
             config,
@@ -168,7 +171,8 @@ impl Processor {
                 Ok(record) => {
                     let watermark = self.watermarks.get(&message.partition).copied();
                     self.store.apply(&record, watermark);
-                    let newest = watermark.map_or(record.event_time, |w| w.max(record.event_time));
+                    let time = watermark_time(&record);
+                    let newest = watermark.map_or(time, |w| w.max(time));
                     self.watermarks.insert(message.partition, newest);
                 }
                 Err(error) => tracing::error!(

@@ -10,6 +10,14 @@
 //!
 //! The store's watermark, the newest event time of any partition, is where the rolling window
 //! the API shows ends.
+//!
+//! A device clock may run ahead of the gateway's (within the gateway's allowed skew). Such a
+//! reading is applied to the pane of its event time, but a watermark only advances to
+//! `min(event_time, ingest_time)`: one fast clock must not make a whole partition's honest
+//! readings late, nor push every building's window into the future.
+//!
+//! Panes before the eviction point are gone, so a reading older than it is late too, whatever
+//! its partition's watermark: an applied reading is always in a pane.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -27,6 +35,8 @@ pub struct WarmStore {
     /// Keyed by `tenant/building`, the bus key.
     buildings: DashMap<String, Panes>,
     watermark: AtomicI64,
+    /// Panes before this were evicted.
+    evicted_before: AtomicI64,
     applied: AtomicU64,
     late: AtomicU64,
 }
@@ -51,6 +61,12 @@ pub struct BuildingWindow {
     pub aggregate: Aggregate,
 }
 
+/// How far a reading may move a watermark: its event time, but no further than when the
+/// gateway accepted it.
+pub fn watermark_time(record: &Telemetry) -> i64 {
+    record.event_time.min(record.ingest_time)
+}
+
 impl WarmStore {
     pub fn new(geometry: Geometry, allowed_lateness_us: i64) -> Self {
         Self {
@@ -58,6 +74,7 @@ impl WarmStore {
             allowed_lateness_us,
             buildings: DashMap::new(),
             watermark: AtomicI64::new(NO_WATERMARK),
+            evicted_before: AtomicI64::new(i64::MIN),
             applied: AtomicU64::new(0),
             late: AtomicU64::new(0),
         }
@@ -70,9 +87,9 @@ impl WarmStore {
     /// Applies a reading unless it is late. `source_watermark` is the newest event time seen
     /// before it from the same partition, if any.
     pub fn apply(&self, record: &Telemetry, source_watermark: Option<i64>) -> Applied {
-        if source_watermark
-            .is_some_and(|w| record.event_time < w.saturating_sub(self.allowed_lateness_us))
-        {
+        let too_late = source_watermark
+            .is_some_and(|w| record.event_time < w.saturating_sub(self.allowed_lateness_us));
+        if too_late || record.event_time < self.evicted_before.load(Ordering::Acquire) {
             self.late.fetch_add(1, Ordering::Relaxed);
             return Applied::Late;
         }
@@ -82,7 +99,7 @@ impl WarmStore {
             .or_default()
             .add(&self.geometry, record);
         self.watermark
-            .fetch_max(record.event_time, Ordering::AcqRel);
+            .fetch_max(watermark_time(record), Ordering::AcqRel);
         self.applied.fetch_add(1, Ordering::Relaxed);
         Applied::Applied
     }
@@ -97,6 +114,7 @@ impl WarmStore {
             .geometry
             .pane_start(watermark.saturating_sub(self.allowed_lateness_us));
         let keep_from = window_start.min(late_start);
+        self.evicted_before.fetch_max(keep_from, Ordering::AcqRel);
         for mut panes in self.buildings.iter_mut() {
             panes.evict_before(keep_from);
         }
@@ -198,6 +216,32 @@ mod tests {
         let t = window.aggregate.get(Measure::Temperature);
         assert_eq!((t.count, t.mean()), (3, Some(47.0)));
         assert_eq!(window.end_us, t0 + 10 * SEC);
+    }
+
+    #[test]
+    fn a_fast_device_clock_does_not_move_the_watermark() {
+        let store = store();
+        let now = 1_000_000 * SEC;
+        let mut fast = reading("b1", now + 240 * SEC, 20.0);
+        fast.ingest_time = now;
+        assert_eq!(store.apply(&fast, None), Applied::Applied);
+        assert_eq!(store.watermark(), Some(now));
+        let mut honest = reading("b1", now - 10 * SEC, 22.0);
+        honest.ingest_time = now;
+        assert_eq!(
+            store.apply(&honest, Some(watermark_time(&fast))),
+            Applied::Applied
+        );
+    }
+
+    #[test]
+    fn readings_before_the_eviction_point_are_late() {
+        let store = store();
+        let t0 = 1_000_000 * SEC;
+        store.apply(&reading("b1", t0, 20.0), None);
+        store.evict();
+        let old = reading("b1", t0 - 600 * SEC, 20.0);
+        assert_eq!(store.apply(&old, None), Applied::Late);
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub enum LakeError {
         #[source]
         source: Box<DeltaTableError>,
     },
+    #[error("lake table `{table}` has {found}, but this weir writes {expected}")]
+    Layout {
+        table: String,
+        found: String,
+        expected: String,
+    },
     #[error("cannot build an Arrow batch for the lake: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }

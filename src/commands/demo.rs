@@ -14,7 +14,7 @@ use weir_schemas::Measure;
 use weir_simulator::{Counters, Fleet, FleetConfig, LoadConfig};
 
 use crate::cli::DemoArgs;
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::pipeline::{Pipeline, PipelineConfig, Roles};
 
 /// Buildings whose aggregates the demo prints.
 const SHOWN_BUILDINGS: usize = 5;
@@ -29,6 +29,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::start(PipelineConfig {
         data_dir: data_dir.clone(),
         listen: args.listen,
+        roles: Roles::ALL,
+        drain_on_shutdown: true,
         args: args.pipeline.clone(),
     })
     .await?;
@@ -96,7 +98,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     println!("stopping: draining the bus into the processor and the lake…");
     let lake = pipeline.lake.clone();
-    let store = pipeline.store.clone();
+    let store = pipeline
+        .store
+        .clone()
+        .context("the demo runs the processor")?;
     pipeline.stop().await?;
     let counted = reconcile::count(&lake).await?;
     let report = Report::new(

@@ -5,19 +5,23 @@ use std::process::ExitCode;
 use weir_common::shutdown;
 
 use crate::cli::UpArgs;
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::pipeline::{Pipeline, PipelineConfig, Roles};
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::start(PipelineConfig {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
-        args: args.pipeline,
+        roles: Roles::ALL,
+        drain_on_shutdown: false,
+        args: args.pipeline.clone(),
     })
     .await?;
-    tracing::warn!(
-        "the embedded bus keeps records in memory: a graceful stop loses nothing, a crash loses \
-         what the lake has not committed yet. Use Kafka for a durable bus."
-    );
+    if args.pipeline.kafka.is_none() {
+        tracing::warn!(
+            "the embedded bus keeps records in memory: a graceful stop loses nothing, a crash \
+             loses what the lake has not committed yet. Use --kafka for a durable bus."
+        );
+    }
     tracing::info!(
         listen = %pipeline.addr,
         lake = %pipeline.lake.url(),

@@ -1,15 +1,19 @@
 //! The embedded bus: the whole log in this process's memory.
 //!
 //! Same semantics as Kafka (partitions, keys, offsets, consumer groups with committed offsets),
-//! bounded in bytes per partition. A record is retained until every consumer group of its topic
-//! has committed past it; a producer that finds its partition full waits for that, so a slow
-//! consumer slows producers down instead of growing memory. A topic nobody has subscribed to
-//! keeps only its newest records, like a Kafka topic with size-based retention.
+//! bounded in bytes per partition. A record is retained until every consumer group with live
+//! members has committed past it; a producer that finds its partition full waits for that, so a
+//! slow consumer slows producers down instead of growing memory. A topic nobody is consuming
+//! keeps only its newest records, like a Kafka topic with size-based retention: start consumers
+//! before producers.
+//!
+//! The records one `produce` call sends to one partition are appended together or not at all,
+//! so a producer that gives up waiting (a gateway's timeout) leaves no part of its request.
 //!
 //! It is durable only for the life of the process: [`Bus::log_id`] is new on every start.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -84,8 +88,8 @@ struct Topic {
     name: String,
     partitions: Vec<PartitionLog>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
-    /// Set once any group subscribed: from then on records wait for consumers.
-    has_groups: AtomicBool,
+    /// Live subscriptions of any group: while there are some, records wait for consumers.
+    live_members: AtomicUsize,
     /// Woken on every append, so that waiting consumers look again.
     appended: Notify,
 }
@@ -173,12 +177,17 @@ impl Topic {
             })
     }
 
-    /// Drops the records of `partition` that every group has committed past.
+    /// Drops the records of `partition` that every group with live members has committed past.
+    /// A group whose members all left keeps its offsets but no longer holds records back.
     fn trim(&self, partition: Partition) {
         let groups: Vec<Arc<Group>> = lock(&self.groups).values().cloned().collect();
         let floor = groups
             .iter()
-            .map(|g| lock(&g.state).committed[partition as usize].unwrap_or(0))
+            .filter_map(|g| {
+                let state = lock(&g.state);
+                (!state.members.is_empty())
+                    .then(|| state.committed[partition as usize].unwrap_or(0))
+            })
             .min();
         let Some(floor) = floor else { return };
         let part = &self.partitions[partition as usize];
@@ -193,43 +202,45 @@ impl Topic {
         }
     }
 
-    /// Appends records to one partition in order, waiting for room when the log is full.
+    /// Appends records to one partition in order, all together, waiting for room when the log
+    /// is full.
     async fn append(
         &self,
         partition: Partition,
-        records: impl Iterator<Item = (usize, Stored)>,
+        records: Vec<(usize, Stored)>,
         max_bytes: usize,
         landed: &mut [Position],
     ) -> Result<(), BusError> {
         let part = self.partition(partition)?;
-        for (index, stored) in records {
-            loop {
-                let space = part.space.notified();
-                tokio::pin!(space);
-                space.as_mut().enable();
-                {
-                    let mut log = lock(&part.log);
-                    if !self.has_groups.load(Ordering::Acquire) {
-                        // Nobody consumes this topic: behave like size-based retention.
-                        while log.bytes + stored.size() > max_bytes && !log.records.is_empty() {
-                            log.pop_front();
-                        }
+        let size: usize = records.iter().map(|(_, r)| r.size()).sum();
+        loop {
+            let space = part.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let mut log = lock(&part.log);
+                if self.live_members.load(Ordering::Acquire) == 0 {
+                    // Nobody consumes this topic: behave like size-based retention.
+                    while log.bytes + size > max_bytes && !log.records.is_empty() {
+                        log.pop_front();
                     }
-                    // An empty log takes any record, so one larger than the limit cannot wedge it.
-                    if log.records.is_empty() || log.bytes + stored.size() <= max_bytes {
+                }
+                // An empty log takes any request, so one larger than the limit cannot wedge it.
+                if log.records.is_empty() || log.bytes + size <= max_bytes {
+                    for (index, stored) in records {
                         landed[index] = Position {
                             partition,
                             offset: log.end(),
                         };
                         log.bytes += stored.size();
                         log.records.push_back(stored);
-                        break;
                     }
+                    break;
                 }
-                // Full: let consumers catch up before appending more.
-                self.appended.notify_waiters();
-                space.await;
             }
+            // Full: let consumers catch up before appending more.
+            self.appended.notify_waiters();
+            space.await;
         }
         self.appended.notify_waiters();
         Ok(())
@@ -273,7 +284,7 @@ impl Bus for MemoryBus {
                 name: spec.name.clone(),
                 partitions,
                 groups: Mutex::new(HashMap::new()),
-                has_groups: AtomicBool::new(false),
+                live_members: AtomicUsize::new(0),
                 appended: Notify::new(),
             }),
         );
@@ -310,7 +321,7 @@ impl Bus for MemoryBus {
         let max_bytes = self.inner.config.partition_max_bytes;
         for (partition, stored) in by_partition {
             topic
-                .append(partition, stored.into_iter(), max_bytes, &mut landed)
+                .append(partition, stored, max_bytes, &mut landed)
                 .await?;
         }
         Ok(landed)
@@ -336,7 +347,7 @@ impl Bus for MemoryBus {
                 })
                 .clone()
         };
-        topic.has_groups.store(true, Ordering::Release);
+        topic.live_members.fetch_add(1, Ordering::AcqRel);
         lock(&group.state).members.insert(member);
         group.changed.notify_waiters();
         Ok(Box::new(MemorySubscription {
@@ -454,8 +465,9 @@ impl MemorySubscription {
         out
     }
 
+    /// Owned, or revoked but not yet released: the owner may still commit its work on it.
     fn check_owned(&self, partition: Partition) -> Result<(), BusError> {
-        if self.positions.contains_key(&partition) {
+        if self.positions.contains_key(&partition) || self.to_release.contains(&partition) {
             Ok(())
         } else {
             Err(BusError::NotAssigned {
@@ -501,8 +513,17 @@ impl Subscription for MemorySubscription {
     }
 
     async fn commit(&mut self, offsets: &[(Partition, Offset)]) -> Result<(), BusError> {
-        for (partition, _) in offsets {
+        for (partition, offset) in offsets {
             self.check_owned(*partition)?;
+            let end = lock(&self.topic.partitions[*partition as usize].log).end();
+            if *offset > end {
+                return Err(BusError::InvalidOffset {
+                    topic: self.topic.name.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                    end,
+                });
+            }
         }
         {
             let mut state = lock(&self.group.state);
@@ -534,6 +555,7 @@ impl Subscription for MemorySubscription {
 
 impl Drop for MemorySubscription {
     fn drop(&mut self) {
+        self.topic.live_members.fetch_sub(1, Ordering::AcqRel);
         {
             let mut state = lock(&self.group.state);
             state.members.remove(&self.member);
@@ -696,15 +718,35 @@ mod tests {
     #[tokio::test]
     async fn a_topic_without_consumers_keeps_only_its_newest_records() {
         let bus = bus_with("t", 1, 10).await;
-        bus.produce("t", (0..8).map(|i| record("k", &i.to_string())).collect())
-            .await
-            .unwrap();
+        for i in 0..8 {
+            bus.produce("t", vec![record("k", &i.to_string())])
+                .await
+                .unwrap();
+        }
         let mut sub = bus.subscribe("t", "late").await.unwrap();
         let read = read_n(sub.as_mut(), 5).await;
         assert_eq!(
             read.iter().map(|m| m.offset).collect::<Vec<_>>(),
             [3, 4, 5, 6, 7]
         );
+    }
+
+    #[tokio::test]
+    async fn one_request_lands_whole_or_not_at_all() {
+        // Room for three 2-byte records; a consumer that never commits.
+        let bus = bus_with("t", 1, 6).await;
+        let _stuck = bus.subscribe("t", "g").await.unwrap();
+        bus.produce("t", vec![record("k", "a"), record("k", "b")])
+            .await
+            .unwrap();
+        let bigger = bus.produce("t", vec![record("k", "c"), record("k", "d")]);
+        assert!(
+            tokio::time::timeout(WAIT, bigger).await.is_err(),
+            "two more do not fit: the producer waits"
+        );
+        // Giving up left nothing half-appended: the next record is offset 2.
+        let landed = bus.produce("t", vec![record("k", "e")]).await.unwrap();
+        assert_eq!(landed[0].offset, 2);
     }
 
     #[tokio::test]
@@ -771,5 +813,36 @@ mod tests {
             .await,
             Err(BusError::PartitionMismatch { existing: 2, .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    use super::MemoryBus;
+    use crate::bus::conformance as check;
+
+    #[tokio::test]
+    async fn keys_partitions_and_order() {
+        check::keys_partitions_and_order(&MemoryBus::default()).await;
+    }
+
+    #[tokio::test]
+    async fn commits_are_where_a_group_resumes() {
+        check::commits_are_where_a_group_resumes(&MemoryBus::default()).await;
+    }
+
+    #[tokio::test]
+    async fn seek_and_lag() {
+        check::seek_and_lag(&MemoryBus::default()).await;
+    }
+
+    #[tokio::test]
+    async fn members_share_partitions_exclusively() {
+        check::members_share_partitions_exclusively(&MemoryBus::default()).await;
+    }
+
+    #[tokio::test]
+    async fn topics_are_checked() {
+        check::topics_are_checked(&MemoryBus::default()).await;
     }
 }

@@ -15,6 +15,8 @@
 //!   assigned partition at the group's committed offset, or at the earliest retained record, unless
 //!   the caller [`Subscription::seek`]s it first (how a sink resumes from its own checkpoint).
 
+pub mod conformance;
+pub mod kafka;
 pub mod memory;
 
 use std::time::Duration;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use kafka::{KafkaBus, KafkaConfig};
 pub use memory::{MemoryBus, MemoryBusConfig};
 
 pub type Partition = u32;
@@ -83,6 +86,13 @@ pub enum BusError {
     UnknownPartition { topic: String, partition: Partition },
     #[error("partition {partition} of topic `{topic}` is not assigned to this consumer")]
     NotAssigned { topic: String, partition: Partition },
+    #[error("offset {offset} of partition {partition} of topic `{topic}` is past its end ({end})")]
+    InvalidOffset {
+        topic: String,
+        partition: Partition,
+        offset: Offset,
+        end: Offset,
+    },
     #[error(
         "topic `{topic}` already exists with {existing} partitions, not the {requested} requested"
     )]

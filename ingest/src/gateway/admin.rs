@@ -3,8 +3,9 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
@@ -23,6 +24,22 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Most devices in one provisioning request.
 const MAX_DEVICES_PER_REQUEST: usize = 100_000;
 
+/// Proof that the request carries the operator token. As an extractor it runs before the body
+/// is read, so an unauthenticated request never gets a large body buffered.
+pub struct Operator;
+
+impl FromRequestParts<Gateway> for Operator {
+    type Rejection = IngestError;
+
+    async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, IngestError> {
+        check_operator(
+            gateway.inner.config.operator_token.as_deref(),
+            &parts.headers,
+        )?;
+        Ok(Operator)
+    }
+}
+
 pub fn check_operator(expected: Option<&str>, headers: &HeaderMap) -> Result<(), IngestError> {
     let expected = expected.ok_or(IngestError::AdminDisabled)?;
     let presented = headers
@@ -39,15 +56,16 @@ pub fn check_operator(expected: Option<&str>, headers: &HeaderMap) -> Result<(),
 
 pub async fn upsert_devices(
     State(gateway): State<Gateway>,
-    headers: HeaderMap,
+    _operator: Operator,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Upserted>, IngestError> {
-    check_operator(gateway.inner.config.operator_token.as_deref(), &headers)?;
     let body = body.map_err(|r| super::body_error(r, MAX_BODY_BYTES))?;
-    let devices: Vec<Device> = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Array(_)) => serde_json::from_slice(&body),
-        Ok(_) => serde_json::from_slice::<Device>(&body).map(|d| vec![d]),
-        Err(e) => Err(e),
+    // One device or an array of them, told apart by the first byte: parsed once, typed.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let devices: Vec<Device> = if first == Some(&b'[') {
+        serde_json::from_slice(&body)
+    } else {
+        serde_json::from_slice::<Device>(&body).map(|d| vec![d])
     }
     .map_err(|e| IngestError::InvalidBody(e.to_string()))?;
     if devices.len() > MAX_DEVICES_PER_REQUEST {

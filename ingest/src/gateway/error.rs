@@ -76,6 +76,7 @@ impl From<&IngestError> for ApiError {
             }
             E::Registry(
                 RegistryError::Read { .. }
+                | RegistryError::InvalidFile { .. }
                 | RegistryError::Corrupt { .. }
                 | RegistryError::Write { .. },
             ) => (StatusCode::INTERNAL_SERVER_ERROR, "registry_unavailable"),

@@ -2,25 +2,48 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine;
 use tokio::time::Instant;
-use weir_common::bus::{Offset, Partition};
+use weir_common::bus::{Message, Offset, Partition, Record};
+use weir_common::topics;
 use weir_schemas::Telemetry;
 
 #[derive(Default)]
 pub struct Batch {
     pub records: Vec<Telemetry>,
+    /// Messages that do not decode, for the dead-letter topic.
+    pub dead: Vec<Record>,
     /// Next offset to read per partition once this batch is committed. Includes partitions
-    /// whose messages were all skipped as undecodable: they are done with too.
+    /// whose messages all went to the dead-letter topic: they are done with too.
     pub next_offsets: BTreeMap<Partition, Offset>,
     opened_at: Option<Instant>,
 }
 
 impl Batch {
-    pub fn push(&mut self, record: Option<Telemetry>, partition: Partition, offset: Offset) {
+    pub fn push(&mut self, record: Telemetry, partition: Partition, offset: Offset) {
+        self.records.push(record);
+        self.advance(partition, offset);
+    }
+
+    /// Keeps a message that does not decode, with why, for the dead-letter topic.
+    pub fn push_dead(&mut self, message: &Message, reason: String) {
+        let envelope = serde_json::json!({
+            "reason": reason,
+            "topic": topics::TELEMETRY,
+            "partition": message.partition,
+            "offset": message.offset,
+            "value_base64": base64::engine::general_purpose::STANDARD.encode(&message.value),
+        });
+        self.dead.push(Record {
+            key: message.key.clone(),
+            value: serde_json::to_vec(&envelope).unwrap_or_default().into(),
+            timestamp_ms: message.timestamp_ms,
+        });
+        self.advance(message.partition, message.offset);
+    }
+
+    fn advance(&mut self, partition: Partition, offset: Offset) {
         self.opened_at.get_or_insert_with(Instant::now);
-        if let Some(record) = record {
-            self.records.push(record);
-        }
         self.next_offsets.insert(partition, offset + 1);
     }
 

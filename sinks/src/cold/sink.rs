@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use weir_common::bus::{Bus, BusError, Partition, Poll, Subscription};
+use weir_common::bus::{Bus, BusError, Partition, Poll, Subscription, TopicSpec};
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics;
 use weir_schemas::TelemetryCodec;
@@ -31,6 +31,7 @@ pub enum SinkError {
 /// [`ColdSink::start`] on.
 pub struct ColdSink {
     config: ColdSinkConfig,
+    bus: Arc<dyn Bus>,
     writer: TelemetryWriter,
     sub: Box<dyn Subscription>,
 }
@@ -60,9 +61,16 @@ impl ColdSink {
             config.zstd_level,
         )
         .await?;
+        let partitions = bus.partitions(topics::TELEMETRY).await?;
+        bus.ensure_topic(&TopicSpec {
+            name: topics::TELEMETRY_DLQ.into(),
+            partitions,
+        })
+        .await?;
         let sub = bus.subscribe(topics::TELEMETRY, &config.group).await?;
         Ok(Self {
             config,
+            bus,
             writer,
             sub,
         })
@@ -72,12 +80,14 @@ impl ColdSink {
     pub async fn run(self, shutdown: CancellationToken) -> Result<SinkStats, SinkError> {
         let ColdSink {
             config,
+            bus,
             writer,
             mut sub,
         } = self;
         let config = &config;
         let mut state = Running {
             config,
+            bus: bus.as_ref(),
             writer: Some(writer),
             batch: Batch::default(),
             stats: SinkStats::default(),
@@ -117,6 +127,7 @@ impl ColdSink {
 
 struct Running<'a> {
     config: &'a ColdSinkConfig,
+    bus: &'a dyn Bus,
     /// Taken while a commit runs on a blocking thread.
     writer: Option<TelemetryWriter>,
     batch: Batch,
@@ -129,20 +140,19 @@ impl Running<'_> {
             Poll::Messages(messages) => {
                 let codec = TelemetryCodec::global();
                 for m in messages {
-                    let record = match codec.decode(&m.value) {
-                        Ok(record) => Some(record),
+                    match codec.decode(&m.value) {
+                        Ok(record) => self.batch.push(record, m.partition, m.offset),
                         Err(error) => {
                             self.stats.undecodable += 1;
                             tracing::error!(
                                 partition = m.partition,
                                 offset = m.offset,
                                 %error,
-                                "skipping a telemetry record that does not decode"
+                                "a telemetry record does not decode; sending it to the dead letters"
                             );
-                            None
+                            self.batch.push_dead(&m, error.to_string());
                         }
-                    };
-                    self.batch.push(record, m.partition, m.offset);
+                    }
                 }
                 if self.batch.len() >= self.config.batch_max_records {
                     self.flush(sub).await?;
@@ -188,7 +198,13 @@ impl Running<'_> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = self.batch.take();
+        let mut batch = self.batch.take();
+        // Dead letters first: once the lake commit moves the offsets past them, they must
+        // already be safe elsewhere.
+        if !batch.dead.is_empty() {
+            let dead = std::mem::take(&mut batch.dead);
+            self.bus.produce(topics::TELEMETRY_DLQ, dead).await?;
+        }
         let mut writer = self
             .writer
             .take()

@@ -85,9 +85,30 @@ async fn every_record_lands_once_partitioned_by_tenant_and_date() {
     let task = tokio::spawn(sink.run(shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     produce(&bus, &records[..10]).await; // the same readings again: the lake keeps both copies
+    // A record that does not decode goes to the dead letters, not the lake, and does not stop
+    // the sink.
+    bus.produce(
+        topics::TELEMETRY,
+        vec![Record {
+            key: "tenant0/b0".into(),
+            value: b"garbage".to_vec().into(),
+            timestamp_ms: 0,
+        }],
+    )
+    .await
+    .unwrap();
     shutdown.cancel();
     let stats = task.await.unwrap().unwrap();
     assert_eq!(stats.records, 510);
+    assert_eq!(stats.undecodable, 1);
+    let mut dlq = bus.subscribe(topics::TELEMETRY_DLQ, "check").await.unwrap();
+    let dead = weir_common::bus::conformance::read(dlq.as_mut(), 1).await;
+    let envelope: serde_json::Value = serde_json::from_slice(&dead[0].value).unwrap();
+    assert_eq!(envelope["value_base64"], "Z2FyYmFnZQ==");
+    assert!(
+        envelope["reason"].as_str().unwrap().contains("decode"),
+        "{envelope}"
+    );
     assert!(stats.commits >= 2, "batches close on size: {stats:?}");
 
     assert_eq!(count(&lake, "SELECT count(*) FROM telemetry").await, 510);

@@ -14,13 +14,48 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use weir_common::bus::{Offset, Partition};
 use weir_schemas::Telemetry;
 
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+
 use crate::lake::{
     Lake, LakeError, TELEMETRY_PARTITIONS, TELEMETRY_TABLE, delta, telemetry_lake_batch,
+    telemetry_lake_schema,
 };
 
 /// Rows per Parquet row group: large enough for efficient scans, small enough to bound the
 /// writer's memory.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// Refuses a table whose columns or partitioning are not the ones this writer produces: better
+/// to fail at startup than on the first commit, after devices were answered.
+fn check_layout(table: &DeltaTable) -> Result<(), LakeError> {
+    let snapshot = table.snapshot().map_err(|e| delta(TELEMETRY_TABLE, e))?;
+    let metadata = snapshot.metadata();
+    let partitions: Vec<String> = metadata.partition_columns().to_vec();
+    let expected_partitions: Vec<String> = TELEMETRY_PARTITIONS.map(String::from).to_vec();
+    let schema: deltalake::kernel::StructType = telemetry_lake_schema()
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| delta(TELEMETRY_TABLE, e.into()))?;
+    let actual = metadata
+        .parse_schema()
+        .map_err(|e| delta(TELEMETRY_TABLE, e.into()))?;
+    let names = |s: &deltalake::kernel::StructType| -> Vec<String> {
+        s.fields()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect()
+    };
+    if partitions != expected_partitions || names(&actual) != names(&schema) {
+        return Err(LakeError::Layout {
+            table: TELEMETRY_TABLE.into(),
+            found: format!("columns {:?} partitioned by {partitions:?}", names(&actual)),
+            expected: format!(
+                "columns {:?} partitioned by {expected_partitions:?}",
+                names(&schema)
+            ),
+        });
+    }
+    Ok(())
+}
 
 pub struct TelemetryWriter {
     table: DeltaTable,
@@ -39,6 +74,7 @@ impl TelemetryWriter {
         zstd_level: i32,
     ) -> Result<Self, LakeError> {
         let table = lake.open_or_create_telemetry().await?;
+        check_layout(&table)?;
         let level = ZstdLevel::try_new(zstd_level).map_err(|e| {
             delta(
                 TELEMETRY_TABLE,
@@ -67,6 +103,12 @@ impl TelemetryWriter {
     /// The next offset of `partition` recorded by the last commit that included it.
     // `&mut self`: the writer is Send but not Sync, and this future must be Send.
     pub async fn checkpoint(&mut self, partition: Partition) -> Result<Option<Offset>, LakeError> {
+        // Another sink may have committed this partition since our last look: read the log's
+        // latest version, not our own last one.
+        self.table
+            .update_state()
+            .await
+            .map_err(|e| delta(TELEMETRY_TABLE, e))?;
         let snapshot = self
             .table
             .snapshot()
