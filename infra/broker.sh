@@ -4,8 +4,9 @@
 # weir does not depend on it: point weir at any Kafka, Redpanda or Event Hubs endpoint instead.
 #
 #   infra/broker.sh install            build the broker once (cached; ~10 min on 2 cores)
-#   infra/broker.sh start [memory|DIR] start on $WEIR_BROKER_PORT (default 19092), in memory or
-#                                      persisting to DIR (survives restarts); waits until ready
+#   infra/broker.sh start [DIR]        start on $WEIR_BROKER_PORT (default 19092), storing to a
+#                                      fresh scratch directory, or to DIR, which survives
+#                                      restarts; waits until ready
 #   infra/broker.sh stop               stop the broker started by `start`
 #   infra/broker.sh status             exit 0 when the broker answers
 #   infra/broker.sh topic NAME PARTS   create a topic
@@ -43,20 +44,27 @@ answers() {
 
 start() {
   install
-  local storage=${1:-memory}
   if answers; then
     log "a broker already answers on $PORT"
     return 0
   fi
   mkdir -p "$RUN_DIR"
-  local engine=memory://tansu/
-  if [ "$storage" != memory ]; then
-    mkdir -p "$storage"
-    engine="sqlite://$(cd "$storage" && pwd)/tansu.db"
+  # Always the SQLite engine: tansu's in-memory engine cannot fetch from an offset inside a
+  # record batch (it skips the rest of that batch), which consumers resuming from a committed
+  # offset rely on.
+  local storage=${1:-}
+  if [ -z "$storage" ]; then
+    storage=$RUN_DIR/data
+    rm -rf "$storage"
   fi
-  nohup "$TANSU" broker --listener-url "$URL" --advertised-listener-url "$URL" \
-    --storage-engine "$engine" >"$RUN_DIR/broker.log" 2>&1 &
+  mkdir -p "$storage"
+  storage=$(cd "$storage" && pwd)
+  # tansu reads the SQLite path relative to its working directory.
+  (cd "$storage" && exec nohup "$TANSU" broker --listener-url "$URL" \
+    --advertised-listener-url "$URL" --storage-engine sqlite://tansu.db \
+    >"$RUN_DIR/broker.log" 2>&1) &
   echo $! >"$RUN_DIR/pid"
+  local engine="sqlite in $storage"
   for _ in $(seq 1 100); do
     if answers; then
       log "up on 127.0.0.1:$PORT ($engine), log in $RUN_DIR/broker.log"
@@ -86,7 +94,7 @@ stop() {
 
 case "${1:-}" in
   install) install ;;
-  start) start "${2:-memory}" ;;
+  start) start "${2:-}" ;;
   stop) stop ;;
   status) answers ;;
   topic) install; "$TANSU" topic create "$2" --partitions "${3:-8}" --broker "$URL" ;;

@@ -28,10 +28,15 @@ pub fn unique(prefix: &str) -> String {
 }
 
 fn record(key: &str, value: &str) -> Record {
+    // Current timestamps: a broker may apply time-based retention to old ones.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
     Record {
         key: Bytes::copy_from_slice(key.as_bytes()),
         value: Bytes::copy_from_slice(value.as_bytes()),
-        timestamp_ms: 1_764_000_000_000,
+        timestamp_ms: now_ms,
     }
 }
 
