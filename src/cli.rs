@@ -60,6 +60,11 @@ pub struct PipelineArgs {
     #[arg(long, env = "WEIR_KAFKA_OPTION", value_delimiter = ',')]
     pub kafka_option: Vec<String>,
 
+    /// Prefix of every topic and consumer-group name, so that several deployments can share
+    /// one Kafka cluster (e.g. `staging-`).
+    #[arg(long, env = "WEIR_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+
     /// Replication factor of the Kafka topics weir creates (3 in production).
     #[arg(long, env = "WEIR_REPLICATION_FACTOR", default_value_t = 1)]
     pub replication_factor: i32,

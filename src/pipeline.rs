@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use weir_common::bus::{Bus, KafkaBus, KafkaConfig, MemoryBus, MemoryBusConfig, TopicSpec};
 use weir_common::http::not_found;
 use weir_common::shutdown::CancellationToken;
-use weir_common::topics;
+use weir_common::topics::Topics;
 use weir_ingest::{Gateway, GatewayConfig, Registry};
 use weir_processor::{Processor, ProcessorConfig, WarmStore};
 use weir_sinks::{ColdSink, ColdSinkConfig, Lake};
@@ -134,8 +134,9 @@ impl Pipeline {
         let bus = connect(args).await?;
         let embedded = args.kafka.is_none();
         let drain = config.drain_on_shutdown || embedded;
+        let topics = Topics::with_prefix(args.topic_prefix.clone());
         bus.ensure_topic(&TopicSpec {
-            name: topics::TELEMETRY.into(),
+            name: topics.telemetry(),
             partitions: args.partitions,
         })
         .await?;
@@ -157,6 +158,7 @@ impl Pipeline {
                     hop: args.hop,
                     allowed_lateness: args.allowed_lateness,
                     drain_on_shutdown: drain,
+                    topics: topics.clone(),
                     ..ProcessorConfig::default()
                 },
                 bus.clone(),
@@ -174,6 +176,7 @@ impl Pipeline {
                     batch_max_records: args.batch_max_records,
                     batch_max_age: args.batch_max_age,
                     drain_on_shutdown: drain,
+                    topics: topics.clone(),
                     ..ColdSinkConfig::new(lake.clone())
                 },
                 bus.clone(),
@@ -191,6 +194,7 @@ impl Pipeline {
             let mut gateway_config = GatewayConfig {
                 max_body_bytes: args.max_body_bytes,
                 operator_token: Some(operator_token.clone()),
+                topics: topics.clone(),
                 ..GatewayConfig::default()
             };
             if !embedded {

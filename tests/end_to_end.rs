@@ -22,6 +22,7 @@ fn args() -> PipelineArgs {
         kafka_option: Vec::new(),
         replication_factor: 1,
         kafka_delivery_timeout: Duration::from_secs(5),
+        topic_prefix: String::new(),
         lake: None,
         partitions: 4,
         operator_token: Some("test-token".into()),

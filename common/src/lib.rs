@@ -11,10 +11,39 @@ pub mod bus;
 pub mod http;
 pub mod shutdown;
 
-/// Topic names, fixed by the design so that separately deployed roles agree on them.
+/// Topic and consumer-group names, fixed by the design so that separately deployed roles agree
+/// on them, under an optional prefix so that several deployments (or test runs) can share one
+/// Kafka cluster.
 pub mod topics {
     /// Canonical `Telemetry` records, Avro single-object encoded, key = `tenant/building`.
     pub const TELEMETRY: &str = "telemetry";
-    /// Records the gateway accepted but could not translate, with the reason.
+    /// Records that could not be processed, with the reason.
     pub const TELEMETRY_DLQ: &str = "telemetry-dlq";
+
+    /// The names one deployment uses.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Topics {
+        prefix: String,
+    }
+
+    impl Topics {
+        pub fn with_prefix(prefix: impl Into<String>) -> Topics {
+            Topics {
+                prefix: prefix.into(),
+            }
+        }
+
+        pub fn telemetry(&self) -> String {
+            format!("{}{TELEMETRY}", self.prefix)
+        }
+
+        pub fn telemetry_dlq(&self) -> String {
+            format!("{}{TELEMETRY_DLQ}", self.prefix)
+        }
+
+        /// The consumer group of a role, e.g. `weir-processor`.
+        pub fn group(&self, name: &str) -> String {
+            format!("{}{name}", self.prefix)
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use weir_common::bus::{Bus, BusError, Offset, Partition, Poll, Subscription};
 use weir_common::shutdown::CancellationToken;
-use weir_common::topics;
+use weir_common::topics::Topics;
 use weir_schemas::TelemetryCodec;
 
 use crate::store::{WarmStore, watermark_time};
@@ -21,8 +21,9 @@ pub struct ProcessorConfig {
     pub hop: Duration,
     /// How late a reading may arrive and still correct its window.
     pub allowed_lateness: Duration,
-    /// Consumer group on `telemetry`.
+    /// Consumer group on `telemetry` (under the topics' prefix).
     pub group: String,
+    pub topics: Topics,
     /// Most records taken from the bus at once.
     pub max_poll_records: usize,
     /// On shutdown, read the topic to its end before stopping. Right for the embedded bus,
@@ -37,6 +38,7 @@ impl Default for ProcessorConfig {
             hop: Duration::from_secs(10),
             allowed_lateness: Duration::from_secs(60),
             group: "weir-processor".into(),
+            topics: Topics::default(),
             max_poll_records: 2048,
             drain_on_shutdown: true,
         }
@@ -100,7 +102,12 @@ impl Processor {
             hop_us: micros(config.hop),
         };
         let store = Arc::new(WarmStore::new(geometry, micros(config.allowed_lateness)));
-        let sub = bus.subscribe(topics::TELEMETRY, &config.group).await?;
+        let sub = bus
+            .subscribe(
+                &config.topics.telemetry(),
+                &config.topics.group(&config.group),
+            )
+            .await?;
         Ok(Self {
             config,
             sub,

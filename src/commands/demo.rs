@@ -21,6 +21,12 @@ const SHOWN_BUILDINGS: usize = 5;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let data_dir = fresh_data_dir(args.data_dir.clone())?;
+    let mut args = args;
+    if args.pipeline.kafka.is_some() && args.pipeline.topic_prefix.is_empty() {
+        // A run of its own on a shared cluster: earlier runs' records are not this run's.
+        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+        args.pipeline.topic_prefix = format!("demo-{stamp}-");
+    }
     let fleet = Arc::new(Fleet::generate(&FleetConfig {
         devices: args.load.devices,
         seed: args.load.seed,
@@ -68,6 +74,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     println!("  gateway    {}", pipeline.url());
     println!("  lake       {}", pipeline.lake.url());
+    match &args.pipeline.kafka {
+        Some(brokers) => println!(
+            "  bus        Kafka at {brokers}, topics {}telemetry…",
+            args.pipeline.topic_prefix
+        ),
+        None => println!("  bus        embedded"),
+    }
     println!("  data dir   {}", data_dir.display());
 
     let counters = Arc::new(Counters::default());

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde::Serialize;
 use weir_common::bus::{Bus, Record};
-use weir_common::topics;
+use weir_common::topics::Topics;
 use weir_schemas::{TelemetryCodec, protocol};
 
 pub use error::IngestError;
@@ -41,6 +41,7 @@ pub struct GatewayConfig {
     pub max_clock_skew: Duration,
     /// Bearer token of the operator, for the admin routes; `None` disables them.
     pub operator_token: Option<String>,
+    pub topics: Topics,
 }
 
 impl Default for GatewayConfig {
@@ -51,6 +52,7 @@ impl Default for GatewayConfig {
             produce_timeout: Duration::from_secs(10),
             max_clock_skew: Duration::from_secs(300),
             operator_token: None,
+            topics: Topics::default(),
         }
     }
 }
@@ -124,7 +126,8 @@ impl Gateway {
             })
             .collect::<Result<Vec<_>, IngestError>>()?;
         let n = records.len();
-        let produce = self.inner.bus.produce(topics::TELEMETRY, records);
+        let topic = self.inner.config.topics.telemetry();
+        let produce = self.inner.bus.produce(&topic, records);
         match tokio::time::timeout(self.inner.config.produce_timeout, produce).await {
             Ok(Ok(_)) => Ok(n),
             Ok(Err(e)) => Err(IngestError::Bus(e)),

@@ -7,6 +7,7 @@ use weir_common::bus::{MemoryBus, MemoryBusConfig, Poll, TopicSpec};
 
 use super::*;
 use crate::registry::Device;
+use weir_common::topics;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZg==";
 

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use tokio::time::Instant;
 use weir_common::bus::{Message, Offset, Partition, Record};
-use weir_common::topics;
 use weir_schemas::Telemetry;
 
 #[derive(Default)]
@@ -29,7 +28,6 @@ impl Batch {
     pub fn push_dead(&mut self, message: &Message, reason: String) {
         let envelope = serde_json::json!({
             "reason": reason,
-            "topic": topics::TELEMETRY,
             "partition": message.partition,
             "offset": message.offset,
             "value_base64": base64::engine::general_purpose::STANDARD.encode(&message.value),

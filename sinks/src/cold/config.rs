@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
+use weir_common::topics::Topics;
+
 use crate::lake::Lake;
 
 #[derive(Debug, Clone)]
 pub struct ColdSinkConfig {
     pub lake: Lake,
-    /// Consumer group on `telemetry`.
+    /// Consumer group on `telemetry` (under the topics' prefix).
     pub group: String,
+    pub topics: Topics,
     /// A batch is committed once it holds this many records...
     pub batch_max_records: usize,
     /// ...or once its oldest record has waited this long, whichever comes first.
@@ -28,6 +31,7 @@ impl ColdSinkConfig {
         Self {
             lake,
             group: "weir-cold-sink".into(),
+            topics: Topics::default(),
             batch_max_records: 200_000,
             batch_max_age: Duration::from_secs(10),
             max_poll_records: 4096,

@@ -6,7 +6,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use weir_common::bus::{Bus, BusError, Partition, Poll, Subscription, TopicSpec};
 use weir_common::shutdown::CancellationToken;
-use weir_common::topics;
 use weir_schemas::TelemetryCodec;
 
 use super::batch::Batch;
@@ -53,7 +52,8 @@ impl ColdSink {
     /// accepting traffic. A lake that cannot be opened fails here, before any traffic.
     pub async fn start(config: ColdSinkConfig, bus: Arc<dyn Bus>) -> Result<Self, SinkError> {
         config.validate().map_err(SinkError::Config)?;
-        let source = format!("{}/{}", bus.log_id(), topics::TELEMETRY);
+        let topic = config.topics.telemetry();
+        let source = format!("{}/{topic}", bus.log_id());
         let writer = TelemetryWriter::open(
             &config.lake,
             source,
@@ -61,13 +61,15 @@ impl ColdSink {
             config.zstd_level,
         )
         .await?;
-        let partitions = bus.partitions(topics::TELEMETRY).await?;
+        let partitions = bus.partitions(&topic).await?;
         bus.ensure_topic(&TopicSpec {
-            name: topics::TELEMETRY_DLQ.into(),
+            name: config.topics.telemetry_dlq(),
             partitions,
         })
         .await?;
-        let sub = bus.subscribe(topics::TELEMETRY, &config.group).await?;
+        let sub = bus
+            .subscribe(&topic, &config.topics.group(&config.group))
+            .await?;
         Ok(Self {
             config,
             bus,
@@ -203,7 +205,9 @@ impl Running<'_> {
         // already be safe elsewhere.
         if !batch.dead.is_empty() {
             let dead = std::mem::take(&mut batch.dead);
-            self.bus.produce(topics::TELEMETRY_DLQ, dead).await?;
+            self.bus
+                .produce(&self.config.topics.telemetry_dlq(), dead)
+                .await?;
         }
         let mut writer = self
             .writer
