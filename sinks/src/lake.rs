@@ -45,6 +45,17 @@ pub enum LakeError {
         found: String,
         expected: String,
     },
+    #[error(
+        "partition {partition}: the lake continues at offset {lake}, this batch starts at \
+         {batch}; another sink committed it, or this one started from the wrong place"
+    )]
+    Fenced {
+        partition: u32,
+        lake: u64,
+        batch: u64,
+    },
+    #[error("another writer committed to the lake at the same time: {0}")]
+    Conflict(String),
     #[error("cannot build an Arrow batch for the lake: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }

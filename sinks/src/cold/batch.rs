@@ -15,6 +15,9 @@ pub struct Batch {
     /// Next offset to read per partition once this batch is committed. Includes partitions
     /// whose messages all went to the dead-letter topic: they are done with too.
     pub next_offsets: BTreeMap<Partition, Offset>,
+    /// Offset of the first message per partition: the lake's checkpoint must be exactly this
+    /// for the batch to follow on from it.
+    pub first_offsets: BTreeMap<Partition, Offset>,
     opened_at: Option<Instant>,
 }
 
@@ -42,6 +45,7 @@ impl Batch {
 
     fn advance(&mut self, partition: Partition, offset: Offset) {
         self.opened_at.get_or_insert_with(Instant::now);
+        self.first_offsets.entry(partition).or_insert(offset);
         self.next_offsets.insert(partition, offset + 1);
     }
 

@@ -216,13 +216,30 @@ impl Running<'_> {
         // Arrow building and Parquet encoding are CPU work: keep them off the async workers.
         let handle = tokio::runtime::Handle::current();
         let (writer, batch, result) = tokio::task::spawn_blocking(move || {
-            let result = handle.block_on(writer.commit(&batch.records, &batch.next_offsets));
+            let result = handle.block_on(writer.commit(
+                &batch.records,
+                &batch.first_offsets,
+                &batch.next_offsets,
+            ));
             (writer, batch, result)
         })
         .await
         .map_err(|e| SinkError::Task(e.to_string()))?;
         self.writer = Some(writer);
-        let version = result?;
+        let version = match result {
+            Ok(version) => version,
+            Err(fenced @ (LakeError::Fenced { .. } | LakeError::Conflict(_))) => {
+                // Not ours to write: drop the batch and read again from where the lake says,
+                // or, for partitions the lake has never seen, from where the batch began.
+                tracing::warn!(error = %fenced, "discarding a batch another sink already wrote");
+                for (partition, first) in batch.first_offsets {
+                    sub.seek(partition, first).await?;
+                }
+                let assigned = sub.assignment();
+                return self.resume(sub, &assigned).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.stats.records += batch.len() as u64;
         self.stats.commits += 1;
         tracing::debug!(

@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use deltalake::DeltaTable;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableError};
 use weir_common::bus::{Offset, Partition};
 use weir_schemas::Telemetry;
 
@@ -121,12 +121,32 @@ impl TelemetryWriter {
     }
 
     /// Writes the records and commits them with the offsets; returns the new table version.
+    ///
+    /// The batch must follow on from the lake: for each partition, the lake's checkpoint is
+    /// the batch's first offset (or the lake has none). Otherwise another sink has committed
+    /// these offsets since (or this sink started from the wrong place), and committing would
+    /// duplicate or skip records: [`LakeError::Fenced`], nothing written. A concurrent commit
+    /// that slips in after this check is caught by Delta's conflict check on the same
+    /// application transactions.
     pub async fn commit(
         &mut self,
         records: &[Telemetry],
+        first_offsets: &BTreeMap<Partition, Offset>,
         next_offsets: &BTreeMap<Partition, Offset>,
     ) -> Result<u64, LakeError> {
         let err = |e| delta(TELEMETRY_TABLE, e);
+        for (partition, first) in first_offsets {
+            match self.checkpoint(*partition).await? {
+                Some(lake) if lake != *first => {
+                    return Err(LakeError::Fenced {
+                        partition: *partition,
+                        lake,
+                        batch: *first,
+                    });
+                }
+                _ => {}
+            }
+        }
         if !records.is_empty() {
             let batch = telemetry_lake_batch(records)?;
             self.writer.write(batch).await.map_err(err)?;
@@ -158,7 +178,14 @@ impl TelemetryWriter {
         .with_actions(adds)
         .build(Some(snapshot), self.table.log_store(), operation)
         .await
-        .map_err(err)?;
+        .map_err(|e| match e {
+            // Another writer committed first: with the same partitions' transactions, or
+            // anything else the retries could not get past. Read the lake again and retry.
+            DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(conflict),
+            } => LakeError::Conflict(conflict.to_string()),
+            other => err(other),
+        })?;
         let version = committed.version();
         self.table.update_state().await.map_err(err)?;
         Ok(version)
