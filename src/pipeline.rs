@@ -138,6 +138,7 @@ impl Pipeline {
         bus.ensure_topic(&TopicSpec {
             name: topics.telemetry(),
             partitions: args.partitions,
+            compacted: false,
         })
         .await?;
 
@@ -158,6 +159,7 @@ impl Pipeline {
                     hop: args.hop,
                     allowed_lateness: args.allowed_lateness,
                     drain_on_shutdown: drain,
+                    commit_for_replay: !embedded,
                     topics: topics.clone(),
                     ..ProcessorConfig::default()
                 },

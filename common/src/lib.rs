@@ -19,6 +19,8 @@ pub mod topics {
     pub const TELEMETRY: &str = "telemetry";
     /// Records that could not be processed, with the reason.
     pub const TELEMETRY_DLQ: &str = "telemetry-dlq";
+    /// Final per-building windows, compacted, key = `tenant/building/window end`.
+    pub const BUILDING_AGGREGATES: &str = "building-aggregates";
 
     /// The names one deployment uses.
     #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +41,10 @@ pub mod topics {
 
         pub fn telemetry_dlq(&self) -> String {
             format!("{}{TELEMETRY_DLQ}", self.prefix)
+        }
+
+        pub fn building_aggregates(&self) -> String {
+            format!("{}{BUILDING_AGGREGATES}", self.prefix)
         }
 
         /// The consumer group of a role, e.g. `weir-processor`.

@@ -60,7 +60,7 @@ pub struct AggregatesView {
     pub measurements: BTreeMap<String, MeasureView>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MeasureView {
     pub count: u64,
     pub mean: f64,

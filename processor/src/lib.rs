@@ -10,8 +10,13 @@
 //! not applied (they still reach cold storage through the sink's own consumer group).
 
 pub mod api;
+pub mod emit;
+pub mod replay;
 mod role;
+
 pub mod store;
+#[cfg(test)]
+mod tests;
 pub mod window;
 
 pub use role::{Processor, ProcessorConfig, ProcessorError};

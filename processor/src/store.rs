@@ -16,8 +16,9 @@
 //! `min(event_time, ingest_time)`: one fast clock must not make a whole partition's honest
 //! readings late, nor push every building's window into the future.
 //!
-//! Panes before the eviction point are gone, so a reading older than it is late too, whatever
-//! its partition's watermark: an applied reading is always in a pane.
+//! Panes before the eviction point are gone, so a reading older than it is late too. The
+//! processor evicts only what no partition's non-late reading can reach, so in practice this
+//! never decides: lateness stays a matter of each partition's own order.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -104,20 +105,30 @@ impl WarmStore {
         Applied::Applied
     }
 
-    /// Forgets panes that neither the current window nor a late reading can touch any more.
-    pub fn evict(&self) {
-        let Some(watermark) = self.watermark() else {
-            return;
-        };
-        let window_start = self.geometry.window_end_containing(watermark) - self.geometry.window_us;
-        let late_start = self
-            .geometry
-            .pane_start(watermark.saturating_sub(self.allowed_lateness_us));
-        let keep_from = window_start.min(late_start);
+    /// Forgets panes before `keep_from`; a reading for them is late from now on.
+    pub fn evict_before(&self, keep_from: i64) {
         self.evicted_before.fetch_max(keep_from, Ordering::AcqRel);
         for mut panes in self.buildings.iter_mut() {
             panes.evict_before(keep_from);
         }
+    }
+
+    /// Forgets the buildings `owned` says no longer belong here (their partition moved).
+    pub fn retain_buildings(&self, owned: impl Fn(&str) -> bool) {
+        self.buildings.retain(|key, _| owned(key));
+    }
+
+    /// The building's (`tenant/building`) earliest pane at or after `t`.
+    pub fn first_pane_of(&self, key: &str, t: i64) -> Option<i64> {
+        self.buildings.get(key)?.first_from(t)
+    }
+
+    /// Every building's window `[end - window, end)`.
+    pub fn windows_ending(&self, end_us: i64) -> Vec<BuildingWindow> {
+        self.buildings()
+            .into_iter()
+            .filter_map(|(tenant, building)| self.window(&tenant, &building, end_us))
+            .collect()
     }
 
     pub fn watermark(&self) -> Option<i64> {
@@ -239,7 +250,7 @@ mod tests {
         let store = store();
         let t0 = 1_000_000 * SEC;
         store.apply(&reading("b1", t0, 20.0), None);
-        store.evict();
+        store.evict_before(t0 - 100 * SEC);
         let old = reading("b1", t0 - 600 * SEC, 20.0);
         assert_eq!(store.apply(&old, None), Applied::Late);
     }
@@ -250,7 +261,7 @@ mod tests {
         let t0 = 1_000_000 * SEC;
         store.apply(&reading("quiet", t0, 20.0), None);
         store.apply(&reading("busy", t0 + 600 * SEC, 20.0), None);
-        store.evict();
+        store.evict_before(t0 + 300 * SEC);
         let quiet = store.rolling("fabrikam", "quiet").unwrap();
         assert_eq!(quiet.aggregate.readings, 0);
         assert_eq!(

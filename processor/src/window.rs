@@ -135,6 +135,11 @@ impl Panes {
     pub fn is_empty(&self) -> bool {
         self.panes.is_empty()
     }
+
+    /// Start of the first pane at or after `t`.
+    pub fn first_from(&self, t: i64) -> Option<i64> {
+        self.panes.range(t..).next().map(|(start, _)| *start)
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ async fn topic(bus: &dyn Bus, prefix: &str, partitions: u32) -> String {
     bus.ensure_topic(&TopicSpec {
         name: name.clone(),
         partitions,
+        compacted: false,
     })
     .await
     .expect("the topic can be created");
@@ -248,6 +249,7 @@ pub async fn topics_are_checked(bus: &dyn Bus) {
         bus.ensure_topic(&TopicSpec {
             name: topic.clone(),
             partitions: 3,
+            compacted: false,
         })
         .await
         .is_err()
@@ -257,6 +259,7 @@ pub async fn topics_are_checked(bus: &dyn Bus) {
         bus.ensure_topic(&TopicSpec {
             name: unique("zero"),
             partitions: 0,
+            compacted: false,
         })
         .await
         .is_err()

@@ -590,6 +590,7 @@ mod tests {
         bus.ensure_topic(&TopicSpec {
             name: topic.into(),
             partitions,
+            compacted: false,
         })
         .await
         .unwrap();
@@ -794,7 +795,8 @@ mod tests {
         assert!(matches!(
             bus.ensure_topic(&TopicSpec {
                 name: "t".into(),
-                partitions: 0
+                partitions: 0,
+                compacted: false,
             })
             .await,
             Err(BusError::InvalidTopic { .. })
@@ -802,13 +804,15 @@ mod tests {
         bus.ensure_topic(&TopicSpec {
             name: "t".into(),
             partitions: 2,
+            compacted: false,
         })
         .await
         .unwrap();
         assert!(matches!(
             bus.ensure_topic(&TopicSpec {
                 name: "t".into(),
-                partitions: 3
+                partitions: 3,
+                compacted: false,
             })
             .await,
             Err(BusError::PartitionMismatch { existing: 2, .. })

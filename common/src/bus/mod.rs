@@ -61,6 +61,9 @@ pub struct Position {
 pub struct TopicSpec {
     pub name: String,
     pub partitions: u32,
+    /// Keep only the newest record of each key (Kafka `cleanup.policy=compact`), for topics
+    /// that hold state rather than events. The embedded bus keeps everything it retains.
+    pub compacted: bool,
 }
 
 /// What a call to [`Subscription::poll`] saw.

@@ -15,6 +15,7 @@ async fn setup(bus: MemoryBus, config: GatewayConfig) -> Gateway {
     bus.ensure_topic(&TopicSpec {
         name: topics::TELEMETRY.into(),
         partitions: 4,
+        compacted: false,
     })
     .await
     .unwrap();

@@ -65,6 +65,7 @@ impl ColdSink {
         bus.ensure_topic(&TopicSpec {
             name: config.topics.telemetry_dlq(),
             partitions,
+            compacted: false,
         })
         .await?;
         let sub = bus

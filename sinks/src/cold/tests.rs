@@ -70,6 +70,7 @@ async fn every_record_lands_once_partitioned_by_tenant_and_date() {
     bus.ensure_topic(&TopicSpec {
         name: topics::TELEMETRY.into(),
         partitions: 4,
+        compacted: false,
     })
     .await
     .unwrap();
@@ -145,6 +146,7 @@ async fn a_restarted_sink_resumes_from_the_lake_not_the_bus() {
     bus.ensure_topic(&TopicSpec {
         name: topics::TELEMETRY.into(),
         partitions: 2,
+        compacted: false,
     })
     .await
     .unwrap();
@@ -179,6 +181,7 @@ async fn two_sinks_racing_on_the_same_records_never_write_one_twice() {
     bus.ensure_topic(&TopicSpec {
         name: topics::TELEMETRY.into(),
         partitions: 2,
+        compacted: false,
     })
     .await
     .unwrap();

@@ -201,11 +201,14 @@ impl Bus for KafkaBus {
         if let Some(existing) = self.metadata_partitions(&spec.name).await? {
             return check(existing);
         }
-        let topic = NewTopic::new(
+        let mut topic = NewTopic::new(
             &spec.name,
             spec.partitions as i32,
             TopicReplication::Fixed(self.config.replication_factor),
         );
+        if spec.compacted {
+            topic = topic.set("cleanup.policy", "compact");
+        }
         let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
         let results = self
             .admin
