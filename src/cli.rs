@@ -39,6 +39,9 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Query the lake with SQL (DataFusion). The table of readings is `telemetry`.
     Sql(SqlArgs),
+    /// Check a run against the lake: every acknowledged reading stored exactly once, and every
+    /// published window equal to the same window computed from the lake with SQL.
+    Reconcile(ReconcileArgs),
     /// Run only the gateway (needs --kafka): scale ingestion out over several processes.
     Gateway(UpArgs),
     /// Run only the windowed processor (needs --kafka).
@@ -203,6 +206,33 @@ pub struct SqlArgs {
     pub query: String,
 }
 
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Kafka bootstrap servers of the run.
+    #[arg(long, env = "WEIR_KAFKA")]
+    pub kafka: String,
+
+    /// A librdkafka setting, `KEY=VALUE` (repeatable).
+    #[arg(long, env = "WEIR_KAFKA_OPTION", value_delimiter = ',')]
+    pub kafka_option: Vec<String>,
+
+    /// Topic prefix of the run.
+    #[arg(long, env = "WEIR_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+
+    /// The run's lake.
+    #[arg(long, env = "WEIR_LAKE")]
+    pub lake: String,
+
+    /// Readings the devices were told were accepted (the simulator's `accepted`).
+    #[arg(long)]
+    pub accepted: u64,
+
+    /// The processor's hop (pane length).
+    #[arg(long, env = "WEIR_HOP", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub hop: Duration,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
     Table,
@@ -215,7 +245,9 @@ impl Cli {
     pub fn init_logging(&self) {
         // The lake libraries log every snapshot they build at info: keep them to warnings.
         let default = match self.command {
-            Command::Demo(_) | Command::Sql(_) | Command::Simulate(_) => "warn",
+            Command::Demo(_) | Command::Sql(_) | Command::Simulate(_) | Command::Reconcile(_) => {
+                "warn"
+            }
             Command::Up(_) | Command::Gateway(_) | Command::Processor(_) | Command::ColdSink(_) => {
                 "info,buoyant_kernel=warn,deltalake_core=warn,datafusion=warn"
             }

@@ -81,20 +81,26 @@ pub struct Pipeline {
     consumers: JoinSet<anyhow::Result<()>>,
 }
 
+/// A Kafka config from the command line's brokers and `KEY=VALUE` options.
+pub fn kafka_config(brokers: &str, options: &[String]) -> anyhow::Result<KafkaConfig> {
+    let mut config = KafkaConfig::new(brokers);
+    for option in options {
+        let (key, value) = option
+            .split_once('=')
+            .with_context(|| format!("--kafka-option `{option}` is not KEY=VALUE"))?;
+        config
+            .client_options
+            .insert(key.trim().into(), value.trim().into());
+    }
+    Ok(config)
+}
+
 async fn connect(args: &PipelineArgs) -> anyhow::Result<Arc<dyn Bus>> {
     Ok(match &args.kafka {
         Some(brokers) => {
-            let mut config = KafkaConfig::new(brokers.clone());
+            let mut config = kafka_config(brokers, &args.kafka_option)?;
             config.replication_factor = args.replication_factor;
             config.delivery_timeout = args.kafka_delivery_timeout;
-            for option in &args.kafka_option {
-                let (key, value) = option
-                    .split_once('=')
-                    .with_context(|| format!("--kafka-option `{option}` is not KEY=VALUE"))?;
-                config
-                    .client_options
-                    .insert(key.trim().into(), value.trim().into());
-            }
             Arc::new(KafkaBus::connect(config).await?)
         }
         None => {

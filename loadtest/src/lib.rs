@@ -3,9 +3,11 @@
 //!
 //! - [`progress`]: a live display of a run.
 //! - [`reconcile`]: counting the lake with SQL.
+//! - [`aggregates`]: checking the published windows against the lake.
 //! - [`report`]: the JSON report of a run.
 //! - [`resources`]: CPU time and peak memory of this process.
 
+pub mod aggregates;
 pub mod progress;
 pub mod reconcile;
 pub mod report;

@@ -1,6 +1,7 @@
 //! The subcommands.
 
 mod demo;
+mod reconcile;
 mod role;
 mod simulate;
 mod sql;
@@ -16,6 +17,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Sql(args) => sql::run(args).await,
+        Command::Reconcile(args) => reconcile::run(args).await,
         Command::Gateway(args) => role::run("gateway", args).await,
         Command::Processor(args) => role::run("processor", args).await,
         Command::ColdSink(args) => role::run("cold-sink", args).await,

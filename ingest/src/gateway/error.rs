@@ -33,6 +33,8 @@ pub enum IngestError {
     InvalidBody(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error("the gateway is handling its limit of {0} requests; retry later")]
+    Overloaded(usize),
     #[error("the bus did not acknowledge within {0:?}; retry later")]
     ProduceTimeout(Duration),
     #[error("the bus refused the records: {0}; retry later")]
@@ -80,7 +82,7 @@ impl From<&IngestError> for ApiError {
                 | RegistryError::Corrupt { .. }
                 | RegistryError::Write { .. },
             ) => (StatusCode::INTERNAL_SERVER_ERROR, "registry_unavailable"),
-            E::ProduceTimeout(_) | E::Bus(_) => {
+            E::Overloaded(_) | E::ProduceTimeout(_) | E::Bus(_) => {
                 return ApiError::unavailable(message, 1);
             }
             E::Codec(_) | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

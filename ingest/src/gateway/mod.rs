@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     pub max_clock_skew: Duration,
     /// Bearer token of the operator, for the admin routes; `None` disables them.
     pub operator_token: Option<String>,
+    /// Most telemetry requests handled at once; beyond it requests are answered 503 at once,
+    /// so that a slow bus cannot make waiting requests pile up in memory.
+    pub max_in_flight: usize,
     pub topics: Topics,
 }
 
@@ -52,6 +55,7 @@ impl Default for GatewayConfig {
             produce_timeout: Duration::from_secs(10),
             max_clock_skew: Duration::from_secs(300),
             operator_token: None,
+            max_in_flight: 10_000,
             topics: Topics::default(),
         }
     }
@@ -65,6 +69,7 @@ pub struct Gateway {
 
 struct Inner {
     config: GatewayConfig,
+    in_flight: Arc<tokio::sync::Semaphore>,
     registry: Arc<Registry>,
     bus: Arc<dyn Bus>,
 }
@@ -78,6 +83,7 @@ impl Gateway {
     pub fn new(config: GatewayConfig, registry: Arc<Registry>, bus: Arc<dyn Bus>) -> Self {
         Self {
             inner: Arc::new(Inner {
+                in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
                 config,
                 registry,
                 bus,
@@ -105,6 +111,11 @@ impl Gateway {
 
     /// Translates, produces and waits for the bus: the whole path of one request.
     async fn ingest(&self, headers: &HeaderMap, body: &[u8]) -> Result<usize, IngestError> {
+        let _permit = self
+            .inner
+            .in_flight
+            .try_acquire()
+            .map_err(|_| IngestError::Overloaded(self.inner.config.max_in_flight))?;
         let device = auth::authenticate(&self.inner.registry, headers)?;
         let ctx = Context {
             device: &device,

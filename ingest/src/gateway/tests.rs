@@ -201,3 +201,43 @@ async fn the_operator_provisions_devices() {
     let accepted = post(&gateway, "dev-2", KEY, r#"{"seq":1,"light":300}"#).await;
     assert_eq!(accepted.status(), StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_limit_are_refused_at_once() {
+    let bus = MemoryBus::new(MemoryBusConfig {
+        partition_max_bytes: 10,
+    });
+    let gateway = setup(
+        bus.clone(),
+        GatewayConfig {
+            max_in_flight: 1,
+            produce_timeout: Duration::from_secs(2),
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
+    let _stuck = bus.subscribe(topics::TELEMETRY, "stuck").await.unwrap();
+    let first = post(&gateway, "dev-1", KEY, r#"{"seq":1,"temperature":20}"#).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    // The partition is full: this one waits for the bus, holding the only slot.
+    let waiting = {
+        let gateway = gateway.clone();
+        tokio::spawn(
+            async move { post(&gateway, "dev-1", KEY, r#"{"seq":2,"temperature":20}"#).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = post(&gateway, "dev-1", KEY, r#"{"seq":3,"temperature":20}"#).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let bytes = axum::body::to_bytes(refused.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("limit of 1 requests"), "{message}");
+    assert_eq!(
+        waiting.await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
