@@ -63,6 +63,12 @@ pub struct PipelineArgs {
     #[arg(long, env = "WEIR_KAFKA_OPTION", value_delimiter = ',')]
     pub kafka_option: Vec<String>,
 
+    /// Stable identity of this process in its Kafka consumer groups (static membership): a
+    /// process restarted under the same id takes its partitions back at once. Unique per
+    /// process, e.g. the pod name.
+    #[arg(long, env = "WEIR_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
     /// Prefix of every topic and consumer-group name, so that several deployments can share
     /// one Kafka cluster (e.g. `staging-`).
     #[arg(long, env = "WEIR_TOPIC_PREFIX", default_value = "")]

@@ -101,6 +101,7 @@ async fn connect(args: &PipelineArgs) -> anyhow::Result<Arc<dyn Bus>> {
             let mut config = kafka_config(brokers, &args.kafka_option)?;
             config.replication_factor = args.replication_factor;
             config.delivery_timeout = args.kafka_delivery_timeout;
+            config.instance_id = args.instance_id.clone();
             Arc::new(KafkaBus::connect(config).await?)
         }
         None => {

@@ -23,6 +23,7 @@ fn args() -> PipelineArgs {
         replication_factor: 1,
         kafka_delivery_timeout: Duration::from_secs(5),
         topic_prefix: String::new(),
+        instance_id: None,
         lake: None,
         partitions: 4,
         operator_token: Some("test-token".into()),

@@ -100,6 +100,7 @@ impl ConsumerContext for Context {
             .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                tracing::info!(topic = %self.topic, ?partitions, "partitions assigned");
                 let seeks = self.handshake(consumer, Event::Assigned(partitions));
                 for (partition, offset) in seeks {
                     if let Err(error) = tpl.set_partition_offset(
@@ -115,6 +116,7 @@ impl ConsumerContext for Context {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(topic = %self.topic, ?partitions, "partitions revoked");
                 self.handshake(consumer, Event::Revoked(partitions));
                 if let Err(error) = consumer.unassign() {
                     tracing::error!(%error, "cannot give up the revoked partitions");
@@ -139,7 +141,7 @@ impl Context {
     /// Returns the seeks it asked for meanwhile.
     fn handshake(&self, consumer: &BaseConsumer<Self>, event: Event) -> HashMap<Partition, Offset> {
         let mut seeks = HashMap::new();
-        if self.closed.load(Ordering::Acquire) || self.events.blocking_send(event).is_err() {
+        if self.closed.load(Ordering::Acquire) || !self.forward(consumer, event) {
             return seeks;
         }
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
@@ -231,6 +233,26 @@ impl Context {
             });
         }
         Ok(ends)
+    }
+
+    /// Hands an event to the caller, serving its commands while the channel is full: the
+    /// caller may be waiting on a command (a commit) before it reads more events. False when
+    /// the subscription is gone.
+    fn forward(&self, consumer: &BaseConsumer<Self>, mut event: Event) -> bool {
+        loop {
+            match self.events.try_send(event) {
+                Ok(()) => return true,
+                Err(tokio::sync::mpsc::error::TrySendError::Full(back)) => {
+                    event = back;
+                    self.drain_commands(consumer);
+                    if self.closed.load(Ordering::Acquire) {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
     }
 
     fn drain_commands(&self, consumer: &BaseConsumer<Self>) {
@@ -344,21 +366,8 @@ fn consume(consumer: BaseConsumer<Context>) {
         if batch.is_empty() {
             continue;
         }
-        let mut event = Event::Messages(std::mem::take(&mut batch));
-        // The caller is behind: wait for room, still serving its commands.
-        loop {
-            match context.events.try_send(event) {
-                Ok(()) => break,
-                Err(tokio::sync::mpsc::error::TrySendError::Full(back)) => {
-                    event = back;
-                    context.drain_commands(&consumer);
-                    std::thread::sleep(Duration::from_millis(5));
-                    if context.closed.load(Ordering::Acquire) {
-                        return;
-                    }
-                }
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
-            }
+        if !context.forward(&consumer, Event::Messages(std::mem::take(&mut batch))) {
+            return;
         }
     }
     // Dropping the consumer leaves the group (its final revoke skips the handshake).

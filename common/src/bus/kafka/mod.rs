@@ -49,6 +49,11 @@ pub struct KafkaConfig {
     pub linger: Duration,
     /// Consumer group session timeout (`session.timeout.ms`).
     pub session_timeout: Duration,
+    /// Static group membership (`group.instance.id`, suffixed with the group): a process that
+    /// restarts under the same id takes its place back, without a rebalance and without
+    /// leaving a dead member behind. Give each process its own, stable across restarts (a
+    /// StatefulSet pod name).
+    pub instance_id: Option<String>,
 }
 
 impl KafkaConfig {
@@ -61,6 +66,7 @@ impl KafkaConfig {
             producer_queue_max_bytes: 64 * 1024 * 1024,
             linger: Duration::from_millis(5),
             session_timeout: Duration::from_secs(10),
+            instance_id: None,
         }
     }
 
