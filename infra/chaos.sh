@@ -85,6 +85,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A broker left on this port by something else would be killed by nobody: refuse it.
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  log "port $PORT is already taken; stop what listens there or set WEIR_CHAOS_PORT"
+  exit 1
+fi
 infra/broker.sh start "$BROKER_DATA"
 start gateway gateway
 start processor1 processor
@@ -124,8 +129,15 @@ SIMULATED=$?
 set -e
 ACCEPTED=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$WORK/simulate.json")
 FAILED=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["failed"])' "$WORK/simulate.json")
-log "simulator done (exit $SIMULATED): accepted $ACCEPTED, failed after retries $FAILED"
+RETRIED=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["retried"])' "$WORK/simulate.json")
+WAITED=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["latency_ms"]["max"])' "$WORK/simulate.json")
+log "simulator done (exit $SIMULATED): accepted $ACCEPTED, answered 503 and retried $RETRIED," \
+  "failed after retries $FAILED, longest wait for an answer ${WAITED} ms"
 if [ "$ACCEPTED" -eq 0 ]; then log "nothing was accepted"; exit 1; fi
+# While the broker is away the gateway must say so (503 + Retry-After), not hang or pretend.
+if enabled broker && [ "$RETRIED" -eq 0 ]; then
+  log "the broker was down for 10 s, yet no request was answered 503"; exit 1
+fi
 
 # Let the sinks catch up: the lake count must reach the accepted count and hold still.
 count() {
@@ -152,6 +164,8 @@ if [ "$STATUS" -ne 0 ]; then
   log "reconcile failed; details in $WORK"
   cat "$WORK/reconcile.json" >&2
 else
+  # The broker's pid file lives in the work directory: stop it before that goes.
+  infra/broker.sh stop >/dev/null 2>&1 || true
   [ -n "${WEIR_CHAOS_DIR:-}" ] || rm -rf "$WORK"
 fi
 echo "chaos: $LINE"

@@ -48,6 +48,12 @@ pub enum Command {
     Processor(UpArgs),
     /// Run only the cold-storage sink (needs --kafka).
     ColdSink(UpArgs),
+    /// Manage tenants over the admin API of a running weir.
+    Tenants(crate::commands::admin::TenantsArgs),
+    /// Manage a tenant's buildings and floor plans.
+    Buildings(crate::commands::admin::BuildingsArgs),
+    /// Manage a tenant's devices; make SAS tokens for them.
+    Devices(crate::commands::admin::DevicesArgs),
 }
 
 /// Settings of a pipeline, shared by `weir up`, `weir demo` and the single-role commands.
@@ -100,6 +106,31 @@ pub struct PipelineArgs {
     /// Largest request body the gateway accepts, in bytes.
     #[arg(long, env = "WEIR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, env = "WEIR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WEIR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Most connections one client address may hold open; more are closed at once.
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: usize,
+
+    /// Requests per second one device may make on average (429 beyond); 0 for no limit.
+    #[arg(long, env = "WEIR_DEVICE_RATE_LIMIT", default_value_t = 10)]
+    pub device_rate_limit: u32,
+
+    /// Requests a device may make at once after a quiet spell.
+    #[arg(long, env = "WEIR_DEVICE_BURST", default_value_t = 100)]
+    pub device_burst: u32,
+
+    /// Readings per second all devices of one tenant may send together (429 beyond); 0 for
+    /// no quota.
+    #[arg(long, env = "WEIR_TENANT_QUOTA", default_value_t = 0)]
+    pub tenant_quota: u32,
 
     /// Length of the rolling per-building window (e.g. `5m`).
     #[arg(long, env = "WEIR_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -251,9 +282,13 @@ impl Cli {
     pub fn init_logging(&self) {
         // The lake libraries log every snapshot they build at info: keep them to warnings.
         let default = match self.command {
-            Command::Demo(_) | Command::Sql(_) | Command::Simulate(_) | Command::Reconcile(_) => {
-                "warn"
-            }
+            Command::Demo(_)
+            | Command::Sql(_)
+            | Command::Simulate(_)
+            | Command::Reconcile(_)
+            | Command::Tenants(_)
+            | Command::Buildings(_)
+            | Command::Devices(_) => "warn",
             Command::Up(_) | Command::Gateway(_) | Command::Processor(_) | Command::ColdSink(_) => {
                 "info,buoyant_kernel=warn,deltalake_core=warn,datafusion=warn"
             }

@@ -10,6 +10,7 @@
 //! failure is reported afterwards.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +23,11 @@ use rand::RngCore;
 use tokio::task::JoinSet;
 use weir_common::bus::{Bus, KafkaBus, KafkaConfig, MemoryBus, MemoryBusConfig, TopicSpec};
 use weir_common::http::not_found;
+use weir_common::listener::{Listener, ListenerConfig};
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
+use weir_ingest::gateway::limits::LimitsConfig;
+use weir_ingest::registry::{ApiTokens, BusLog, log as registry_log};
 use weir_ingest::{Gateway, GatewayConfig, Registry};
 use weir_processor::{Processor, ProcessorConfig, WarmStore};
 use weir_sinks::{ColdSink, ColdSinkConfig, Lake};
@@ -63,13 +67,13 @@ pub struct PipelineConfig {
 const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes a record takes on the embedded bus at most, to size it for the sink's batches.
 const MAX_RECORD_BYTES: usize = 512;
-/// How often a gateway looks for registry changes made by another process.
-const REGISTRY_REFRESH: Duration = Duration::from_secs(1);
 
 /// A running pipeline.
 pub struct Pipeline {
     /// Where the HTTP listener is bound.
     pub addr: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     pub lake: Lake,
     pub registry: Arc<Registry>,
     /// The processor's warm store, when this process runs the processor.
@@ -133,15 +137,21 @@ impl Pipeline {
             Some(token) => token.clone(),
             None => operator_token(data_dir)?,
         };
-        let registry = Arc::new(
-            Registry::open(data_dir.join("registry").join("devices.json"))
-                .context("cannot load the device registry")?,
-        );
-
         let bus = connect(args).await?;
         let embedded = args.kafka.is_none();
         let drain = config.drain_on_shutdown || embedded;
         let topics = Topics::with_prefix(args.topic_prefix.clone());
+        let stop_consumers = CancellationToken::new();
+        let mut consumers = JoinSet::new();
+        let registry = if embedded {
+            let path = data_dir.join("registry").join("changes.jsonl");
+            Arc::new(
+                Registry::open(&path)
+                    .with_context(|| format!("cannot load the registry from {}", path.display()))?,
+            )
+        } else {
+            shared_registry(&bus, &topics, &stop_consumers, &mut consumers).await?
+        };
         bus.ensure_topic(&TopicSpec {
             name: topics.telemetry(),
             partitions: args.partitions,
@@ -150,8 +160,6 @@ impl Pipeline {
         .await?;
 
         let stop_http = CancellationToken::new();
-        let stop_consumers = CancellationToken::new();
-        let mut consumers = JoinSet::new();
         let mut router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ready" }));
@@ -173,7 +181,11 @@ impl Pipeline {
                 bus.clone(),
             )
             .await?;
-            router = router.merge(processor.router());
+            let tokens = Arc::new(ApiTokens {
+                registry: registry.clone(),
+                operator_token: Some(operator_token.clone()),
+            });
+            router = router.merge(processor.router(tokens));
             store = Some(processor.store());
             let stop = stop_consumers.clone();
             consumers
@@ -202,6 +214,11 @@ impl Pipeline {
         if roles.gateway {
             let mut gateway_config = GatewayConfig {
                 max_body_bytes: args.max_body_bytes,
+                limits: LimitsConfig {
+                    device_requests_per_sec: NonZeroU32::new(args.device_rate_limit),
+                    device_burst: NonZeroU32::new(args.device_burst).unwrap_or(NonZeroU32::MIN),
+                    tenant_readings_per_sec: NonZeroU32::new(args.tenant_quota),
+                },
                 operator_token: Some(operator_token.clone()),
                 topics: topics.clone(),
                 ..GatewayConfig::default()
@@ -211,18 +228,34 @@ impl Pipeline {
                 // up first and leave a record in flight that a retry would then duplicate.
                 gateway_config.produce_timeout =
                     args.kafka_delivery_timeout + Duration::from_secs(2);
-                let registry = registry.clone();
-                let stop = stop_consumers.clone();
-                consumers.spawn(async move { refresh_registry(registry, stop).await });
             }
-            router =
-                router.merge(Gateway::new(gateway_config, registry.clone(), bus.clone()).router());
+            let gateway = Gateway::new(gateway_config, registry.clone(), bus.clone());
+            let (idle, stop) = (gateway.clone(), stop_consumers.clone());
+            consumers.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(()),
+                        _ = tick.tick() => idle.forget_idle(),
+                    }
+                }
+            });
+            router = router.merge(gateway.router());
         }
 
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together: give both or neither"),
+        };
+        let listener = Listener::bind(&ListenerConfig {
+            addr: config.listen,
+            tls,
+            max_connections_per_ip: args.max_connections_per_ip,
+        })
+        .await?;
+        let scheme = if listener.is_tls() { "https" } else { "http" };
+        let addr = axum::serve::Listener::local_addr(&listener)?;
         let mut http = JoinSet::new();
         let graceful = stop_http.clone().cancelled_owned();
         http.spawn(async move {
@@ -233,6 +266,7 @@ impl Pipeline {
         });
         Ok(Pipeline {
             addr,
+            scheme,
             lake,
             registry,
             store,
@@ -247,7 +281,7 @@ impl Pipeline {
     /// Base URL of the HTTP listener.
     pub fn url(&self) -> url::Url {
         // A socket address always makes a valid URL.
-        url::Url::parse(&format!("http://{}/", self.addr)).expect("valid URL")
+        url::Url::parse(&format!("{}://{}/", self.scheme, self.addr)).expect("valid URL")
     }
 
     /// Runs until `stop` resolves or a role ends, then stops everything in order.
@@ -306,21 +340,43 @@ impl Pipeline {
     }
 }
 
-/// Picks up devices provisioned through another gateway process sharing the data directory.
-async fn refresh_registry(registry: Arc<Registry>, stop: CancellationToken) -> anyhow::Result<()> {
-    let mut tick = tokio::time::interval(REGISTRY_REFRESH);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
-        }
-        let registry = registry.clone();
-        match tokio::task::spawn_blocking(move || registry.refresh()).await {
-            Ok(Err(error)) => tracing::warn!(%error, "cannot reload the device registry"),
-            Err(error) => tracing::warn!(%error, "cannot reload the device registry"),
-            Ok(Ok(_)) => {}
-        }
-    }
+/// The registry of a Kafka deployment: the compacted `registry` topic, read to its end before
+/// this process serves anything, then followed, so that a change made through any gateway
+/// reaches this one within a second. Each process reads it under a group of its own.
+async fn shared_registry(
+    bus: &Arc<dyn Bus>,
+    topics: &Topics,
+    stop: &CancellationToken,
+    consumers: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<Arc<Registry>> {
+    let topic = topics.registry();
+    bus.ensure_topic(&TopicSpec {
+        name: topic.clone(),
+        partitions: registry_log::REGISTRY_PARTITIONS,
+        compacted: true,
+    })
+    .await?;
+    let registry = Arc::new(Registry::with_log(
+        Box::new(BusLog::new(bus.clone(), topic.clone())),
+        Vec::new(),
+    ));
+    let group = weir_common::bus::conformance::unique(&topics.group("weir-registry"));
+    let mut subscription = registry_log::subscribe(bus.as_ref(), &topic, &group).await?;
+    let started = std::time::Instant::now();
+    let changes = registry_log::catch_up(&registry, subscription.as_mut()).await?;
+    tracing::info!(
+        changes,
+        devices = registry.len(),
+        elapsed = ?started.elapsed(),
+        "registry loaded from {topic}"
+    );
+    let (registry_, stop) = (registry.clone(), stop.clone());
+    consumers.spawn(async move {
+        registry_log::follow(registry_, subscription, stop)
+            .await
+            .context("the registry follower failed")
+    });
+    Ok(registry)
 }
 
 /// Reads the operator token from `<data-dir>/operator-token`, creating it (mode 0600) on the

@@ -127,7 +127,15 @@ fn sql_errors_name_the_problem() {
 fn help_lists_every_command_and_env_twin() {
     let out = weir(&["--help"]);
     let help = text(&out.stdout);
-    for command in ["up", "demo", "simulate", "sql"] {
+    for command in [
+        "up",
+        "demo",
+        "simulate",
+        "sql",
+        "tenants",
+        "buildings",
+        "devices",
+    ] {
         assert!(help.contains(command), "{help}");
     }
     let out = weir(&["demo", "--help"]);
@@ -155,6 +163,8 @@ fn up_stops_cleanly_on_sigterm_and_loses_nothing() {
     let data = dir.path().join("data");
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["up", "--listen", "127.0.0.1:0", "--batch-max-age", "1h"])
+        // Two hundred readings from one device as fast as they go: no rate limit here.
+        .args(["--device-rate-limit", "0"])
         .args([
             "--data-dir",
             data.to_str().unwrap(),
@@ -172,36 +182,93 @@ fn up_stops_cleanly_on_sigterm_and_loses_nothing() {
     let url = line.trim().rsplit(' ').next().unwrap().to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{line}");
 
+    // Provisioning from the command line: the operator makes a tenant, the tenant a device,
+    // the device's key a SAS token.
+    let json = |out: Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let server = ["--server", url.as_str()];
+    let tenant = json(weir(
+        &[
+            &["tenants", "create", "fabrikam", "--token", "t0ken"][..],
+            &server,
+        ]
+        .concat(),
+    ));
+    let api_key = tenant["api_key"].as_str().unwrap().to_owned();
+    let device = json(weir(
+        &[
+            &[
+                "devices",
+                "create",
+                "d1",
+                "--building",
+                "b1",
+                "--create-building",
+            ][..],
+            &["--token", &api_key],
+            &server,
+        ]
+        .concat(),
+    ));
+    assert_eq!(device["state"], "enabled");
+    let key = device["keys"]["primary"].as_str().unwrap().to_owned();
+    let out = weir(&[
+        "devices", "token", "--device", "d1", "--key", &key, "--ttl", "10m",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("SharedAccessSignature sr="), "{token}");
+    // Another tenant's key does not reach this one's device.
+    let refused = weir(
+        &[
+            &[
+                "devices", "get", "d1", "--token", "t0ken", "--tenant", "contoso",
+            ][..],
+            &server,
+        ]
+        .concat(),
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("not_found"),
+        "{}",
+        text(&refused.stderr)
+    );
+
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let accepted = runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let key = "MDEyMzQ1Njc4OWFiY2RlZg==";
-        let devices = serde_json::json!([
-            {"id": "d1", "tenant": "fabrikam", "building": "b1", "key": key},
-        ]);
-        let response = client
-            .post(format!("{url}v1/devices"))
-            .bearer_auth("t0ken")
-            .json(&devices)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let mut accepted = 0;
-        for seq in 0..200 {
-            let response = client
+    let send = |seq: i64| {
+        let (url, token) = (url.clone(), token.clone());
+        async move {
+            reqwest::Client::new()
                 .post(format!("{url}v1/telemetry"))
-                .header("x-device-id", "d1")
-                .header("x-device-key", key)
+                .header("authorization", token)
                 .json(&serde_json::json!({"seq": seq, "temperature": 20.5}))
                 .send()
                 .await
-                .unwrap();
-            assert_eq!(response.status(), 202);
+                .unwrap()
+                .status()
+        }
+    };
+    let accepted = runtime.block_on(async {
+        let mut accepted = 0;
+        for seq in 0..200 {
+            assert_eq!(send(seq).await, 202);
             accepted += 1;
         }
         accepted
     });
+    // Disabled, the device is refused at once, its cached token notwithstanding.
+    let disabled = json(weir(
+        &[
+            &["devices", "disable", "d1", "--token", &api_key][..],
+            &server,
+        ]
+        .concat(),
+    ));
+    assert_eq!(disabled["state"], "disabled");
+    assert_eq!(runtime.block_on(send(200)), 403);
 
     // A batch age of an hour: only the clean stop can have committed these readings.
     let status = Command::new("kill")

@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use serde_json::{Value, json};
 use weir::cli::PipelineArgs;
 use weir::pipeline::{Pipeline, PipelineConfig, Roles};
-use weir_ingest::Device;
+use weir_ingest::registry::NewDevice;
 use weir_sinks::sql;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZg==";
@@ -28,6 +28,13 @@ fn args() -> PipelineArgs {
         partitions: 4,
         operator_token: Some("test-token".into()),
         max_body_bytes: 1024 * 1024,
+        tls_cert: None,
+        tls_key: None,
+        max_connections_per_ip: 1024,
+        // Readings go as fast as the test sends them: rate limits are tested on their own.
+        device_rate_limit: 0,
+        device_burst: 100,
+        tenant_quota: 0,
         window: Duration::from_secs(300),
         hop: Duration::from_secs(10),
         allowed_lateness: Duration::from_secs(60),
@@ -36,14 +43,11 @@ fn args() -> PipelineArgs {
     }
 }
 
-fn device(id: &str, tenant: &str, building: &str) -> Device {
-    Device {
-        id: id.into(),
-        tenant: tenant.into(),
-        building: building.into(),
+fn device(id: &str, building: &str) -> NewDevice {
+    NewDevice {
         floor: Some("1".into()),
         room: Some("1-01".into()),
-        key: KEY.into(),
+        ..NewDevice::with_keys(id, building, KEY, KEY)
     }
 }
 
@@ -87,10 +91,13 @@ async fn post(
     device: &str,
     body: &Value,
 ) -> reqwest::Response {
+    // Devices authenticate as with IoT Hub: a SAS token signed with their key.
+    let expiry = chrono::Utc::now().timestamp() as u64 + 3600;
+    let token =
+        weir_common::sas::sign(&format!("weir.test/devices/{device}"), KEY, expiry).unwrap();
     client
         .post(base.join("v1/telemetry").unwrap())
-        .header("x-device-id", device)
-        .header("x-device-key", KEY)
+        .header("authorization", token)
         .json(body)
         .send()
         .await
@@ -122,13 +129,19 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
     })
     .await
     .unwrap();
-    pipeline
-        .registry
-        .upsert(vec![
-            device("d1", "fabrikam", "b1"),
-            device("d2", "fabrikam", "b1"),
-            device("d3", "contoso", "b1"),
-        ])
+    let registry = &pipeline.registry;
+    let mut api_keys = BTreeMap::new();
+    for tenant in ["fabrikam", "contoso"] {
+        let (_, key) = registry.create_tenant(tenant, tenant).await.unwrap();
+        api_keys.insert(tenant, key);
+    }
+    registry
+        .provision("fabrikam", vec![device("d1", "b1"), device("d2", "b1")])
+        .await
+        .unwrap();
+    registry
+        .provision("contoso", vec![device("d3", "b1")])
+        .await
         .unwrap();
     let base = pipeline.url();
     let client = reqwest::Client::new();
@@ -228,6 +241,7 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
         for _ in 0..100 {
             view = client
                 .get(url.clone())
+                .bearer_auth(&api_keys[tenant])
                 .send()
                 .await
                 .unwrap()
@@ -263,12 +277,47 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
         }
         assert!(view["measurements"].get("co2").is_none());
     }
-    let ambiguous = client
-        .get(base.join("v1/buildings/b1/aggregates").unwrap())
-        .send()
+    // The operator sees every tenant's, and must say which when a building id is shared; a
+    // tenant sees only its own; nobody sees anything without a token.
+    let aggregates = |tenant: &str, token: Option<&str>| {
+        let mut request = client.get(
+            base.join(&format!("v1/buildings/b1/aggregates{tenant}"))
+                .unwrap(),
+        );
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let operator = pipeline.operator_token.clone();
+    assert_eq!(aggregates("", Some(&operator)).await.unwrap().status(), 400);
+    assert_eq!(
+        aggregates("?tenant=contoso", Some(&operator))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let fabrikam = api_keys["fabrikam"].as_str();
+    assert_eq!(
+        aggregates("?tenant=contoso", Some(fabrikam))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let own: Value = aggregates("", Some(fabrikam))
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
-    assert_eq!(ambiguous.status(), 400);
+    assert_eq!(own["tenant"], "fabrikam");
+    assert_eq!(aggregates("", None).await.unwrap().status(), 401);
+    assert_eq!(
+        aggregates("", Some("wtk_guess")).await.unwrap().status(),
+        401
+    );
 
     // A clean stop drains the bus into the lake.
     let lake = pipeline.lake.clone();

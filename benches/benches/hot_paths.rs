@@ -32,12 +32,9 @@ fn avro(c: &mut Criterion) {
 
 fn json_reading(c: &mut Criterion) {
     let device = Device {
-        id: "dev-000001".into(),
-        tenant: "fabrikam".into(),
-        building: "b0001".into(),
         floor: Some("3".into()),
         room: Some("3-07".into()),
-        key: "MDEyMzQ1Njc4OWFiY2RlZg==".into(),
+        ..Device::new("dev-000001", "fabrikam", "b0001")
     };
     let ctx = Context {
         device: &device,

@@ -118,3 +118,57 @@ where
             .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
     }
 }
+
+/// What the bearer of an API token may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The operator: every tenant.
+    Operator,
+    /// One tenant, and nothing of any other.
+    Tenant(String),
+}
+
+impl Scope {
+    /// Whether this scope covers `tenant`'s data.
+    pub fn covers(&self, tenant: &str) -> bool {
+        match self {
+            Scope::Operator => true,
+            Scope::Tenant(own) => own == tenant,
+        }
+    }
+}
+
+/// Resolves API tokens (tenant API keys, the operator token) to what they may read. The
+/// registry implements it; read APIs of other roles take it, so they share one notion of who
+/// a caller is.
+pub trait Tokens: Send + Sync {
+    fn scope(&self, token: &str) -> Option<Scope>;
+}
+
+/// The scope of a request's `Authorization: Bearer …` token, or the 401 to answer.
+pub fn bearer_scope(
+    tokens: &dyn Tokens,
+    headers: &axum::http::HeaderMap,
+) -> Result<Scope, ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_credentials",
+                "missing or unreadable `Authorization: Bearer` token (a tenant API key or the \
+                 operator token)",
+            )
+        })?;
+    tokens.scope(token).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong_token",
+            "the bearer token is not a valid tenant API key or operator token",
+        )
+    })
+}

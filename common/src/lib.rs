@@ -3,12 +3,17 @@
 //! - [`bus`]: the trait over a partitioned, offset-addressed log that every role talks to, and
 //!   its embedded `memory` backend. The Kafka backend implements the same trait.
 //! - [`http`]: the one JSON error body every HTTP route answers with.
+//! - [`listener`]: the HTTP listener, plain or TLS, with a per-address connection limit.
+//! - [`sas`]: IoT Hub shared access signature tokens, made by devices and tools, checked by
+//!   gateways.
 //! - [`shutdown`]: waiting for SIGINT/SIGTERM.
 //!
 //! Nothing here knows about telemetry: records on the bus are opaque keyed bytes.
 
 pub mod bus;
 pub mod http;
+pub mod listener;
+pub mod sas;
 pub mod shutdown;
 
 /// Topic and consumer-group names, fixed by the design so that separately deployed roles agree
@@ -21,6 +26,8 @@ pub mod topics {
     pub const TELEMETRY_DLQ: &str = "telemetry-dlq";
     /// Final per-building windows, compacted, key = `tenant/building/window end`.
     pub const BUILDING_AGGREGATES: &str = "building-aggregates";
+    /// Registry changes (tenants, buildings, devices), compacted, key = `kind/id`.
+    pub const REGISTRY: &str = "registry";
 
     /// The names one deployment uses.
     #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,6 +52,10 @@ pub mod topics {
 
         pub fn building_aggregates(&self) -> String {
             format!("{}{BUILDING_AGGREGATES}", self.prefix)
+        }
+
+        pub fn registry(&self) -> String {
+            format!("{}{REGISTRY}", self.prefix)
         }
 
         /// The consumer group of a role, e.g. `weir-processor`.

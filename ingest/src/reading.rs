@@ -409,12 +409,8 @@ mod tests {
 
     fn device() -> Device {
         Device {
-            id: "dev-1".into(),
-            tenant: "fabrikam".into(),
-            building: "b0001".into(),
             floor: Some("2".into()),
-            room: None,
-            key: "MDEyMzQ1Njc4OWFiY2RlZg==".into(),
+            ..Device::new("dev-1", "fabrikam", "b0001")
         }
     }
 

@@ -1,30 +1,38 @@
-//! The read API over the warm store.
+//! The read API over the warm store, for a tenant's API key (its own buildings only) or the
+//! operator's token (any tenant's, named with `?tenant=`).
 //!
-//! - `GET /v1/buildings[?tenant=T]`: the buildings seen, with their current readings count.
+//! - `GET /v1/buildings[?tenant=T]`: the buildings seen.
 //! - `GET /v1/buildings/{building}/aggregates[?tenant=T]`: the rolling window of one building:
-//!   count, mean, min and max of every measurement it carries. `tenant` may be left out when
-//!   the building id is unique across tenants.
+//!   count, mean, min and max of every measurement it carries. The operator may leave `tenant`
+//!   out when the building id is unique across tenants.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use weir_common::http::{ApiError, ApiQuery};
+use weir_common::http::{ApiError, ApiQuery, Scope, Tokens, bearer_scope};
 use weir_schemas::Measure;
 
 use crate::store::{BuildingWindow, WarmStore};
 
-pub fn router(store: Arc<WarmStore>) -> Router {
+#[derive(Clone)]
+struct Api {
+    store: Arc<WarmStore>,
+    tokens: Arc<dyn Tokens>,
+}
+
+pub fn router(store: Arc<WarmStore>, tokens: Arc<dyn Tokens>) -> Router {
     Router::new()
         .route("/v1/buildings", get(list_buildings))
         .route(
             "/v1/buildings/{building}/aggregates",
             get(building_aggregates),
         )
-        .with_state(store)
+        .with_state(Api { store, tokens })
 }
 
 #[derive(Deserialize)]
@@ -108,26 +116,37 @@ impl From<BuildingWindow> for AggregatesView {
 }
 
 async fn list_buildings(
-    State(store): State<Arc<WarmStore>>,
+    State(api): State<Api>,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<TenantQuery>,
-) -> Json<BuildingList> {
-    let buildings = store
+) -> Result<Json<BuildingList>, ApiError> {
+    let scope = bearer_scope(api.tokens.as_ref(), &headers)?;
+    let buildings = api
+        .store
         .buildings()
         .into_iter()
-        .filter(|(t, _)| query.tenant.as_ref().is_none_or(|q| q == t))
+        .filter(|(t, _)| scope.covers(t) && query.tenant.as_ref().is_none_or(|q| q == t))
         .map(|(tenant, building)| BuildingSummary { tenant, building })
         .collect();
-    Json(BuildingList { buildings })
+    Ok(Json(BuildingList { buildings }))
 }
 
 async fn building_aggregates(
-    State(store): State<Arc<WarmStore>>,
+    State(api): State<Api>,
+    headers: HeaderMap,
     Path(building): Path<String>,
     ApiQuery(query): ApiQuery<TenantQuery>,
 ) -> Result<Json<AggregatesView>, ApiError> {
-    let tenant = match query.tenant {
-        Some(tenant) => tenant,
-        None => {
+    let store = &api.store;
+    let scope = bearer_scope(api.tokens.as_ref(), &headers)?;
+    let tenant = match (scope, query.tenant) {
+        // Another tenant's building answers as one never seen.
+        (Scope::Tenant(own), Some(named)) if named != own => {
+            return Err(unknown(&format!("{named}/{building}")));
+        }
+        (Scope::Tenant(own), _) => own,
+        (Scope::Operator, Some(tenant)) => tenant,
+        (Scope::Operator, None) => {
             let tenants: Vec<String> = store
                 .buildings()
                 .into_iter()

@@ -167,8 +167,9 @@ impl Processor {
         self.store.clone()
     }
 
-    pub fn router(&self) -> Router {
-        crate::api::router(self.store.clone())
+    /// The read API; `tokens` says which tenant a caller's API token may read.
+    pub fn router(&self, tokens: Arc<dyn weir_common::http::Tokens>) -> Router {
+        crate::api::router(self.store.clone(), tokens)
     }
 
     /// Consumes until `shutdown` fires (then drains, if configured) or the bus fails.

@@ -46,6 +46,8 @@ pub struct Counters {
     pub rejected: AtomicU64,
     /// Still failing (5xx or no connection) after the retries.
     pub failed: AtomicU64,
+    /// Attempts answered 5xx (or not answered) and tried again.
+    pub retried: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -63,6 +65,8 @@ pub struct LoadReport {
     pub accepted: u64,
     pub rejected: u64,
     pub failed: u64,
+    /// Attempts answered 5xx (503 while the bus is away) or not answered, and tried again.
+    pub retried: u64,
     pub elapsed_secs: f64,
     /// Milliseconds from when a reading was due to its answer.
     pub latency_ms: LatencySummary,
@@ -79,6 +83,11 @@ struct Shared {
     /// Microseconds.
     latency: Mutex<Histogram<u64>>,
     errors: Mutex<Vec<String>>,
+    /// Each device's SAS token, made on its first reading and valid past the end of the run.
+    tokens: Vec<std::sync::OnceLock<String>>,
+    token_expiry: u64,
+    /// The host named in tokens' resource URIs.
+    host: String,
 }
 
 impl Shared {
@@ -129,6 +138,13 @@ pub async fn drive(
                 .map_err(|e| SimError::Config(e.to_string()))?,
         ),
         errors: Mutex::new(Vec::new()),
+        tokens: (0..fleet.len())
+            .map(|_| std::sync::OnceLock::new())
+            .collect(),
+        token_expiry: chrono::Utc::now().timestamp().max(0) as u64
+            + config.duration.as_secs()
+            + 3600,
+        host: config.target.host_str().unwrap_or("weir").to_owned(),
     });
 
     let n = fleet.len() as u64;
@@ -149,7 +165,7 @@ pub async fn drive(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let device = order[(k % n) as usize];
+        let index = order[(k % n) as usize];
         let seq = (k / n) as i64;
         let time_ms = start_ms + offset.as_millis() as i64;
         let fleet = fleet.clone();
@@ -157,10 +173,10 @@ pub async fn drive(
         shared.counters.sent.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(config.seed ^ k);
-            let device = &fleet.devices[device];
+            let device = &fleet.devices[index];
             let body =
                 serde_json::to_vec(&reading(device, seq, time_ms, &mut rng)).unwrap_or_default();
-            send(&shared, device, body).await;
+            send(&shared, device, &shared.tokens[index], body).await;
             let micros = due.elapsed().as_micros() as u64;
             if let Ok(mut h) = shared.latency.lock() {
                 h.saturating_record(micros.max(1));
@@ -183,6 +199,7 @@ pub async fn drive(
         accepted: counters.accepted.load(Ordering::Relaxed),
         rejected: counters.rejected.load(Ordering::Relaxed),
         failed: counters.failed.load(Ordering::Relaxed),
+        retried: counters.retried.load(Ordering::Relaxed),
         elapsed_secs,
         latency_ms: LatencySummary {
             p50: ms(0.5),
@@ -195,15 +212,24 @@ pub async fn drive(
 }
 
 /// One reading, with a device's patience: retries on 503 and connection errors.
-async fn send(shared: &Shared, device: &crate::fleet::SimDevice, body: Vec<u8>) {
+async fn send(
+    shared: &Shared,
+    device: &crate::fleet::SimDevice,
+    token: &std::sync::OnceLock<String>,
+    body: Vec<u8>,
+) {
     let counters = &shared.counters;
+    // A device authenticates as with IoT Hub: a SAS token signed with its key.
+    let token = token.get_or_init(|| {
+        let resource = format!("{}/devices/{}", shared.host, device.id);
+        weir_common::sas::sign(&resource, &device.key, shared.token_expiry).unwrap_or_default()
+    });
     for attempt in 0..=RETRIES {
         let response = shared
             .client
             .post(shared.url.clone())
             .header("content-type", "application/json")
-            .header("x-device-id", &device.id)
-            .header("x-device-key", &device.key)
+            .header("authorization", token.as_str())
             .body(body.clone())
             .send()
             .await;
@@ -239,6 +265,7 @@ async fn send(shared: &Shared, device: &crate::fleet::SimDevice, body: Vec<u8>) 
             }
         };
         if attempt < RETRIES {
+            counters.retried.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(retry_after).await;
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use weir_common::shutdown::{self, CancellationToken};
-use weir_ingest::Device;
+use weir_ingest::registry::NewDevice;
 use weir_loadtest::progress::Progress;
 use weir_loadtest::{Report, reconcile, resources};
 use weir_processor::api::AggregatesView;
@@ -40,22 +40,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args: args.pipeline.clone(),
     })
     .await?;
-    let devices: Vec<Device> = fleet
-        .devices
-        .iter()
-        .map(|d| Device {
-            id: d.id.clone(),
-            tenant: d.tenant.clone(),
-            building: d.building.clone(),
+    // The fleet is loaded straight into the registry, tenant by tenant, as an import would.
+    let mut by_tenant: std::collections::BTreeMap<&str, Vec<NewDevice>> = Default::default();
+    for d in &fleet.devices {
+        by_tenant.entry(&d.tenant).or_default().push(NewDevice {
             floor: Some(d.floor.clone()),
             room: Some(d.room.clone()),
-            key: d.key.clone(),
-        })
-        .collect();
-    let registry = pipeline.registry.clone();
-    tokio::task::spawn_blocking(move || registry.upsert(devices))
-        .await?
-        .context("cannot register the simulated fleet")?;
+            ..NewDevice::with_keys(&d.id, &d.building, &d.key, &d.key)
+        });
+    }
+    for (tenant, devices) in by_tenant {
+        pipeline
+            .registry
+            .provision(tenant, devices)
+            .await
+            .with_context(|| format!("cannot register the simulated fleet of {tenant}"))?;
+    }
 
     let total = (args.load.rate * args.load.duration.as_secs_f64()).round() as u64;
     let buildings = fleet.buildings();

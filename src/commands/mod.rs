@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod admin;
 mod demo;
 mod reconcile;
 mod role;
@@ -21,5 +22,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Gateway(args) => role::run("gateway", args).await,
         Command::Processor(args) => role::run("processor", args).await,
         Command::ColdSink(args) => role::run("cold-sink", args).await,
+        Command::Tenants(args) => admin::tenants(args).await,
+        Command::Buildings(args) => admin::buildings(args).await,
+        Command::Devices(args) => admin::devices(args).await,
     }
 }

@@ -1,33 +1,168 @@
-//! Device authentication for HTTP: the device names itself in `X-Device-Id` and proves it with
-//! its key in `X-Device-Key`, compared in constant time.
+//! Device authentication for HTTP, in either of two forms:
+//!
+//! - `Authorization: SharedAccessSignature sr=…&sig=…&se=…`, an IoT Hub SAS token signed with
+//!   either of the device's keys ([`weir_common::sas`]). Verified tokens are cached until they
+//!   expire, keyed by the whole token, so the hot path does not recompute an HMAC per request;
+//!   a cached token is good only while the device's registry entry is the very one it was
+//!   verified against, so a disabled, revoked, moved or re-keyed device is checked afresh.
+//! - `X-Device-Id` and `X-Device-Key` (the key itself, compared in constant time with both of
+//!   the device's keys), for quick tests over TLS.
+//!
+//! The signature or key is checked before the device's state is revealed: an attacker learns
+//! nothing about a device it cannot authenticate as.
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use subtle::ConstantTimeEq;
+use weir_common::sas::SasToken;
 
 use super::IngestError;
-use crate::registry::{Device, Registry};
+use crate::registry::{Device, DeviceState, Registry};
 
 pub const DEVICE_ID_HEADER: &str = "x-device-id";
 pub const DEVICE_KEY_HEADER: &str = "x-device-key";
 
-pub fn authenticate(registry: &Registry, headers: &HeaderMap) -> Result<Arc<Device>, IngestError> {
-    let header = |name: &'static str| {
-        headers
-            .get(name)
-            .ok_or(IngestError::MissingCredentials(name))?
-            .to_str()
-            .map_err(|_| IngestError::MissingCredentials(name))
-    };
-    let id = header(DEVICE_ID_HEADER)?;
-    let key = header(DEVICE_KEY_HEADER)?;
-    let device = registry
-        .get(id)
-        .ok_or_else(|| IngestError::UnknownDevice(id.to_owned()))?;
-    if bool::from(device.key.as_bytes().ct_eq(key.as_bytes())) {
+/// How far a token's expiry may lie in the past and still be accepted: clocks of devices and
+/// gateways are never quite in step. IoT Hub allows five minutes.
+pub const CLOCK_SKEW_SECS: u64 = 300;
+
+/// Most tokens kept verified at once.
+const MAX_CACHED_TOKENS: usize = 2_000_000;
+
+struct Verified {
+    device: Arc<Device>,
+    expiry: u64,
+}
+
+/// Authenticates devices against the registry, remembering verified tokens.
+pub struct Authenticator {
+    registry: Arc<Registry>,
+    verified: papaya::HashMap<Box<str>, Verified>,
+}
+
+impl Authenticator {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            registry,
+            verified: papaya::HashMap::new(),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The device that sent this request, if it proved who it is and may send.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        now_secs: u64,
+    ) -> Result<Arc<Device>, IngestError> {
+        if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+            let token = authorization
+                .to_str()
+                .map_err(|_| IngestError::InvalidToken("not visible ASCII".into()))?;
+            return self.token(token, now_secs);
+        }
+        self.key_headers(headers)
+    }
+
+    /// Checks a SAS token, from the cache when it was verified before.
+    pub fn token(&self, token: &str, now_secs: u64) -> Result<Arc<Device>, IngestError> {
+        {
+            let verified = self.verified.pin();
+            if let Some(hit) = verified.get(token) {
+                if hit.expiry + CLOCK_SKEW_SECS < now_secs {
+                    verified.remove(token);
+                    return Err(IngestError::TokenExpired(hit.device.id.clone()));
+                }
+                if let Some(current) = self.registry.get(&hit.device.id)
+                    && Arc::ptr_eq(&current, &hit.device)
+                {
+                    return Ok(current);
+                }
+                verified.remove(token);
+            }
+        }
+        let parsed =
+            SasToken::parse(token).map_err(|e| IngestError::InvalidToken(e.to_string()))?;
+        if parsed.key_name.is_some() {
+            return Err(IngestError::InvalidToken(
+                "shared access policy tokens (`skn`) are not accepted from devices; sign with \
+                 the device's key"
+                    .into(),
+            ));
+        }
+        let id = parsed
+            .device_id()
+            .map_err(|e| IngestError::InvalidToken(e.to_string()))?;
+        let device = self
+            .registry
+            .get(id)
+            .ok_or_else(|| IngestError::UnknownDevice(id.to_owned()))?;
+        let signed = device
+            .keys
+            .decoded()
+            .iter()
+            .any(|(_, key)| !key.is_empty() && parsed.verify(key));
+        if !signed {
+            return Err(IngestError::WrongSignature(device.id.clone()));
+        }
+        if parsed.expiry + CLOCK_SKEW_SECS < now_secs {
+            return Err(IngestError::TokenExpired(device.id.clone()));
+        }
+        check_state(&device)?;
+        let verified = self.verified.pin();
+        if verified.len() >= MAX_CACHED_TOKENS {
+            verified.retain(|_, v| v.expiry + CLOCK_SKEW_SECS >= now_secs);
+        }
+        if verified.len() < MAX_CACHED_TOKENS {
+            verified.insert(
+                token.into(),
+                Verified {
+                    device: device.clone(),
+                    expiry: parsed.expiry,
+                },
+            );
+        }
         Ok(device)
-    } else {
-        Err(IngestError::WrongKey(id.to_owned()))
+    }
+
+    fn key_headers(&self, headers: &HeaderMap) -> Result<Arc<Device>, IngestError> {
+        let header = |name: &'static str| {
+            headers
+                .get(name)
+                .ok_or(IngestError::MissingCredentials(name))?
+                .to_str()
+                .map_err(|_| IngestError::MissingCredentials(name))
+        };
+        let id = header(DEVICE_ID_HEADER)?;
+        let presented = header(DEVICE_KEY_HEADER)?;
+        let device = self
+            .registry
+            .get(id)
+            .ok_or_else(|| IngestError::UnknownDevice(id.to_owned()))?;
+        let presented = BASE64.decode(presented.trim()).unwrap_or_default();
+        let matches = device.keys.decoded().iter().fold(0u8, |any, (_, key)| {
+            any | key.as_slice().ct_eq(&presented).unwrap_u8()
+        });
+        if matches == 0 || presented.is_empty() {
+            return Err(IngestError::WrongKey(id.to_owned()));
+        }
+        check_state(&device)?;
+        Ok(device)
+    }
+}
+
+fn check_state(device: &Device) -> Result<(), IngestError> {
+    match device.state {
+        DeviceState::Enabled => Ok(()),
+        state => Err(IngestError::DeviceNotEnabled {
+            id: device.id.clone(),
+            state,
+        }),
     }
 }

@@ -9,7 +9,7 @@ use weir_common::http::ApiError;
 use weir_schemas::CodecError;
 
 use crate::reading::ReadingError;
-use crate::registry::RegistryError;
+use crate::registry::{DeviceState, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -19,12 +19,24 @@ pub enum IngestError {
     UnknownDevice(String),
     #[error("the key presented for device `{0}` is wrong")]
     WrongKey(String),
-    #[error("missing or unreadable `Authorization: Bearer` operator token")]
-    MissingOperatorToken,
-    #[error("the operator token is wrong")]
-    WrongOperatorToken,
-    #[error("the admin API is disabled: no operator token is configured")]
-    AdminDisabled,
+    #[error("the SAS token is not valid: {0}")]
+    InvalidToken(String),
+    #[error("the SAS token for device `{0}` is not signed by either of its keys")]
+    WrongSignature(String),
+    #[error("the SAS token for device `{0}` has expired")]
+    TokenExpired(String),
+    #[error("device `{id}` is {}; only enabled devices may send", state.as_str())]
+    DeviceNotEnabled { id: String, state: DeviceState },
+    #[error(
+        "missing or unreadable `Authorization: Bearer` token (a tenant API key or the operator token)"
+    )]
+    MissingBearer,
+    #[error("the bearer token is not a valid tenant API key or operator token")]
+    WrongBearer,
+    #[error("only the operator may {0}")]
+    OperatorOnly(&'static str),
+    #[error("the operator must name the tenant: add `?tenant=ID`")]
+    TenantRequired,
     #[error(transparent)]
     Reading(#[from] ReadingError),
     #[error("the request body is larger than the limit of {max_bytes} bytes")]
@@ -33,6 +45,8 @@ pub enum IngestError {
     InvalidBody(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error("{what}; retry in {retry_after:?}")]
+    RateLimited { what: String, retry_after: Duration },
     #[error("the gateway is handling its limit of {0} requests; retry later")]
     Overloaded(usize),
     #[error("the bus did not acknowledge within {0:?}; retry later")]
@@ -54,9 +68,21 @@ impl From<&IngestError> for ApiError {
             E::MissingCredentials(_) => (StatusCode::UNAUTHORIZED, "missing_credentials"),
             E::UnknownDevice(_) => (StatusCode::UNAUTHORIZED, "unknown_device"),
             E::WrongKey(_) => (StatusCode::UNAUTHORIZED, "wrong_key"),
-            E::MissingOperatorToken => (StatusCode::UNAUTHORIZED, "missing_credentials"),
-            E::WrongOperatorToken => (StatusCode::UNAUTHORIZED, "wrong_token"),
-            E::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
+            E::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            E::WrongSignature(_) => (StatusCode::UNAUTHORIZED, "wrong_signature"),
+            E::TokenExpired(_) => (StatusCode::UNAUTHORIZED, "token_expired"),
+            E::DeviceNotEnabled { state, .. } => (
+                StatusCode::FORBIDDEN,
+                match state {
+                    DeviceState::Revoked => "device_revoked",
+                    DeviceState::Disabled => "device_disabled",
+                    _ => "device_not_enabled",
+                },
+            ),
+            E::MissingBearer => (StatusCode::UNAUTHORIZED, "missing_credentials"),
+            E::WrongBearer => (StatusCode::UNAUTHORIZED, "wrong_token"),
+            E::OperatorOnly(_) => (StatusCode::FORBIDDEN, "operator_only"),
+            E::TenantRequired => (StatusCode::BAD_REQUEST, "tenant_required"),
             E::Reading(reading) => match reading {
                 R::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
                 R::NotReadings(_) | R::NotAnObject { .. } => {
@@ -73,21 +99,36 @@ impl From<&IngestError> for ApiError {
             },
             E::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             E::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
-            E::Registry(RegistryError::Invalid { .. } | RegistryError::Duplicate { .. }) => {
-                (StatusCode::BAD_REQUEST, "invalid_device")
+            E::Registry(registry) => registry_status(registry),
+            E::RateLimited { retry_after, .. } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u32;
+                return ApiError {
+                    retry_after_secs: Some(secs),
+                    ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+                };
             }
-            E::Registry(
-                RegistryError::Read { .. }
-                | RegistryError::InvalidFile { .. }
-                | RegistryError::Corrupt { .. }
-                | RegistryError::Write { .. },
-            ) => (StatusCode::INTERNAL_SERVER_ERROR, "registry_unavailable"),
             E::Overloaded(_) | E::ProduceTimeout(_) | E::Bus(_) => {
                 return ApiError::unavailable(message, 1);
             }
             E::Codec(_) | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, message)
+    }
+}
+
+fn registry_status(error: &RegistryError) -> (StatusCode, &'static str) {
+    match error {
+        RegistryError::Item { source, .. } => registry_status(source),
+        RegistryError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
+        RegistryError::Exists { .. } => (StatusCode::CONFLICT, "already_exists"),
+        RegistryError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        RegistryError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        RegistryError::VersionMismatch { .. } => {
+            (StatusCode::PRECONDITION_FAILED, "version_mismatch")
+        }
+        RegistryError::Io { .. } | RegistryError::Corrupt { .. } | RegistryError::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "registry_unavailable")
+        }
     }
 }
 

@@ -3,11 +3,12 @@
 //! Routes (merged into the binary's one listener):
 //! - `POST /v1/telemetry`: readings of one device, authenticated by [`auth`]; answered 202 only
 //!   once the bus acknowledged every record of the request.
-//! - `POST /v1/devices`: provisioning of devices by the operator ([`admin`]).
+//! - the admin API under `/v1/tenants`, `/v1/buildings/{id}` and `/v1/devices` ([`admin`]).
 
 pub mod admin;
 pub mod auth;
 mod error;
+pub mod limits;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,11 +40,13 @@ pub struct GatewayConfig {
     pub produce_timeout: Duration,
     /// How far ahead of the gateway's clock a device's clock may run.
     pub max_clock_skew: Duration,
-    /// Bearer token of the operator, for the admin routes; `None` disables them.
+    /// Bearer token of the operator, for the admin routes; `None`: only tenants' API keys.
     pub operator_token: Option<String>,
     /// Most telemetry requests handled at once; beyond it requests are answered 503 at once,
     /// so that a slow bus cannot make waiting requests pile up in memory.
     pub max_in_flight: usize,
+    /// Per-device request rate and per-tenant ingest quota.
+    pub limits: limits::LimitsConfig,
     pub topics: Topics,
 }
 
@@ -56,6 +59,7 @@ impl Default for GatewayConfig {
             max_clock_skew: Duration::from_secs(300),
             operator_token: None,
             max_in_flight: 10_000,
+            limits: limits::LimitsConfig::default(),
             topics: Topics::default(),
         }
     }
@@ -70,7 +74,8 @@ pub struct Gateway {
 struct Inner {
     config: GatewayConfig,
     in_flight: Arc<tokio::sync::Semaphore>,
-    registry: Arc<Registry>,
+    auth: auth::Authenticator,
+    limits: limits::Limits,
     bus: Arc<dyn Bus>,
 }
 
@@ -84,15 +89,21 @@ impl Gateway {
         Self {
             inner: Arc::new(Inner {
                 in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+                limits: limits::Limits::new(config.limits),
                 config,
-                registry,
+                auth: auth::Authenticator::new(registry),
                 bus,
             }),
         }
     }
 
+    /// Drops rate-limit state of devices and tenants that have been quiet; call now and then.
+    pub fn forget_idle(&self) {
+        self.inner.limits.forget_idle();
+    }
+
     pub fn registry(&self) -> &Arc<Registry> {
-        &self.inner.registry
+        self.inner.auth.registry()
     }
 
     /// The gateway's HTTP routes.
@@ -100,12 +111,11 @@ impl Gateway {
         // The limit is checked by axum before the body is buffered; one byte more than the
         // limit answers 413 without reading the rest.
         Router::new()
-            .route("/v1/telemetry", post(post_telemetry))
             .route(
-                "/v1/devices",
-                post(admin::upsert_devices).layer(DefaultBodyLimit::max(admin::MAX_BODY_BYTES)),
+                "/v1/telemetry",
+                post(post_telemetry).layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes)),
             )
-            .layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes))
+            .merge(admin::router())
             .with_state(self.clone())
     }
 
@@ -116,7 +126,8 @@ impl Gateway {
             .in_flight
             .try_acquire()
             .map_err(|_| IngestError::Overloaded(self.inner.config.max_in_flight))?;
-        let device = auth::authenticate(&self.inner.registry, headers)?;
+        let device = self.inner.auth.authenticate(headers, now_secs())?;
+        self.inner.limits.device_request(&device.id)?;
         let ctx = Context {
             device: &device,
             protocol: protocol::HTTP_JSON,
@@ -125,6 +136,9 @@ impl Gateway {
                 .unwrap_or(i64::MAX),
         };
         let readings = reading::translate(body, &ctx, self.inner.config.max_readings_per_request)?;
+        self.inner
+            .limits
+            .tenant_readings(&device.tenant, readings.len())?;
         let codec = TelemetryCodec::global();
         let records = readings
             .iter()
@@ -166,6 +180,13 @@ pub(crate) fn body_error(rejection: BytesRejection, max_bytes: usize) -> IngestE
     } else {
         IngestError::InvalidBody(rejection.body_text())
     }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 pub(crate) fn now_micros() -> i64 {

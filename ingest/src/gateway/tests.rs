@@ -6,7 +6,7 @@ use tower::ServiceExt;
 use weir_common::bus::{MemoryBus, MemoryBusConfig, Poll, TopicSpec};
 
 use super::*;
-use crate::registry::Device;
+use crate::registry::NewDevice;
 use weir_common::topics;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZg==";
@@ -21,14 +21,11 @@ async fn setup(bus: MemoryBus, config: GatewayConfig) -> Gateway {
     .unwrap();
     let registry = Registry::in_memory();
     registry
-        .upsert(vec![Device {
-            id: "dev-1".into(),
-            tenant: "fabrikam".into(),
-            building: "b0001".into(),
-            floor: None,
-            room: None,
-            key: KEY.into(),
-        }])
+        .provision(
+            "fabrikam",
+            vec![NewDevice::with_keys("dev-1", "b0001", KEY, KEY)],
+        )
+        .await
         .unwrap();
     Gateway::new(config, Arc::new(registry), Arc::new(bus))
 }
@@ -176,7 +173,7 @@ async fn a_stuck_bus_answers_503_with_retry_after() {
 }
 
 #[tokio::test]
-async fn the_operator_provisions_devices() {
+async fn the_operator_creates_a_tenant_which_provisions_devices() {
     let gateway = setup(
         MemoryBus::default(),
         GatewayConfig {
@@ -185,18 +182,37 @@ async fn the_operator_provisions_devices() {
         },
     )
     .await;
-    let body = format!(r#"[{{"id":"dev-2","tenant":"contoso","building":"hq","key":"{KEY}"}}]"#);
-    let provision = |token: &'static str| {
-        Request::post("/v1/devices")
+    let call = |method: &str, uri: &str, token: &str, body: String| {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
             .header("authorization", format!("Bearer {token}"))
-            .body(Body::from(body.clone()))
-            .unwrap()
+            .body(Body::from(body))
+            .unwrap();
+        gateway.router().oneshot(request)
     };
-    let response = gateway.router().oneshot(provision("nope")).await.unwrap();
+    let tenant = r#"{"id":"contoso","name":"Contoso"}"#.to_string();
+    let response = call("POST", "/v1/tenants", "nope", tenant.clone())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert!(gateway.registry().get("dev-2").is_none());
-    let response = gateway.router().oneshot(provision("s3cret")).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let response = call("POST", "/v1/tenants", "s3cret", tenant).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let created: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let api_key = created["api_key"].as_str().unwrap().to_owned();
+
+    let device = format!(
+        r#"{{"id":"dev-2","building":"hq","keys":{{"primary":"{KEY}","secondary":"{KEY}"}}}}"#
+    );
+    let uri = "/v1/devices?create_buildings=true";
+    // The operator must say for which tenant; a tenant needs not.
+    let response = call("POST", uri, "s3cret", device.clone()).await.unwrap();
+    assert_eq!(error_code(response).await, "tenant_required");
+    let response = call("POST", uri, &api_key, device).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(gateway.registry().get("dev-2").unwrap().tenant, "contoso");
     let accepted = post(&gateway, "dev-2", KEY, r#"{"seq":1,"light":300}"#).await;
     assert_eq!(accepted.status(), StatusCode::ACCEPTED);

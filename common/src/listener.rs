@@ -1,0 +1,401 @@
+//! The HTTP listener every role serves on: plain TCP or TLS (rustls, from PEM files), with a
+//! limit on the connections one client address may hold open.
+//!
+//! Connections are accepted by a task of their own and handed to the server once their TLS
+//! handshake is done, so that a slow or silent client cannot hold up everyone else's accept.
+//! A connection over its address's limit is closed at once; the count of an address goes down
+//! as its connections close.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot read the TLS {what} {path}: {reason}")]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("the TLS certificate and key do not make a valid configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Where and how to listen.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    /// PEM certificate chain and private key: TLS when both are given.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Most connections one client address may hold open.
+    pub max_connections_per_ip: usize,
+}
+
+/// Loads a rustls server configuration from PEM files.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, ListenerError> {
+    let pem = |what, path: &Path, reason: String| ListenerError::Pem {
+        what,
+        path: path.to_owned(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| pem("certificate", cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem("certificate", cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem("certificate", cert, "it holds no certificate".into()));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| pem("private key", key, e.to_string()))?;
+    // The provider is named, not taken from the process default: several are compiled in.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct Counts(Mutex<HashMap<IpAddr, usize>>);
+
+impl Counts {
+    fn try_add(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Slot> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in its address's count, given back when the connection drops.
+struct Slot {
+    counts: Arc<Counts>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// An accepted connection.
+pub struct Connection {
+    stream: Stream,
+    _slot: Slot,
+}
+
+/// The listener, for `axum::serve`.
+pub struct Listener {
+    accepted: mpsc::Receiver<(Connection, SocketAddr)>,
+    local: SocketAddr,
+    tls: bool,
+}
+
+impl Listener {
+    pub async fn bind(config: &ListenerConfig) -> Result<Listener, ListenerError> {
+        let acceptor = match &config.tls {
+            Some((cert, key)) => Some(TlsAcceptor::from(Arc::new(tls_config(cert, key)?))),
+            None => None,
+        };
+        let tcp = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| ListenerError::Bind {
+                addr: config.addr,
+                source,
+            })?;
+        let local = tcp.local_addr().map_err(|source| ListenerError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+        let (tx, accepted) = mpsc::channel(1024);
+        let tls = acceptor.is_some();
+        tokio::spawn(accept_loop(
+            tcp,
+            acceptor,
+            config.max_connections_per_ip.max(1),
+            tx,
+        ));
+        Ok(Listener {
+            accepted,
+            local,
+            tls,
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+}
+
+async fn accept_loop(
+    tcp: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    max_per_ip: usize,
+    tx: mpsc::Sender<(Connection, SocketAddr)>,
+) {
+    let counts = Arc::new(Counts::default());
+    let mut refused: u64 = 0;
+    loop {
+        let (stream, peer) = match tcp.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(%error, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if tx.is_closed() {
+            return;
+        }
+        let Some(slot) = counts.try_add(peer.ip(), max_per_ip) else {
+            refused += 1;
+            // One line per thousand refusals, not one per connection.
+            if refused % 1000 == 1 {
+                tracing::warn!(
+                    %peer,
+                    max_per_ip,
+                    refused,
+                    "closed a connection over the per-address limit"
+                );
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let tx = tx.clone();
+        match &acceptor {
+            None => {
+                let connection = Connection {
+                    stream: Stream::Plain(stream),
+                    _slot: slot,
+                };
+                if tx.send((connection, peer)).await.is_err() {
+                    return;
+                }
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let connection = Connection {
+                                stream: Stream::Tls(Box::new(tls)),
+                                _slot: slot,
+                            };
+                            let _ = tx.send((connection, peer)).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Connection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accept task only ends once this listener is gone.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.stream {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn serve(config: ListenerConfig) -> SocketAddr {
+        let listener = Listener::bind(&config).await.unwrap();
+        let addr = axum::serve::Listener::local_addr(&listener).unwrap();
+        let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// The answer to a GET, or what came before the server closed (or reset) the connection.
+    async fn get<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> String {
+        let request = b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+        let mut answer = Vec::new();
+        if stream.write_all(request).await.is_ok() {
+            let _ = stream.read_to_end(&mut answer).await;
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn serves_over_tls_with_a_certificate_from_pem_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        let addr = serve(ListenerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: Some((cert_path.clone(), key_path)),
+            max_connections_per_ip: 16,
+        })
+        .await;
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let answer = get(tls).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+        // Plain HTTP on the TLS port gets no answer.
+        let plain = get(TcpStream::connect(addr).await.unwrap()).await;
+        assert!(!plain.contains("200"), "{plain}");
+
+        // Files that are not what they should be are named in the error.
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let err = tls_config(&garbage, &cert_path).unwrap_err();
+        assert!(err.to_string().contains("garbage.pem"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_per_address_limit_are_closed() {
+        let addr = serve(ListenerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            max_connections_per_ip: 2,
+        })
+        .await;
+        let first = TcpStream::connect(addr).await.unwrap();
+        let _second = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The third is closed without an answer.
+        let third = get(TcpStream::connect(addr).await.unwrap()).await;
+        assert_eq!(third, "");
+        // Once one closes, there is room again.
+        drop(first);
+        let mut answer = String::new();
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            answer = get(TcpStream::connect(addr).await.unwrap()).await;
+            if !answer.is_empty() {
+                break;
+            }
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
