@@ -115,9 +115,14 @@ pub struct PipelineArgs {
     #[arg(long, env = "WEIR_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
-    /// Most connections one client address may hold open; more are closed at once.
+    /// Most connections one client address (an IPv6 /64) may hold open; more are closed at
+    /// once.
     #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
     pub max_connections_per_ip: usize,
+
+    /// Most connections open at once, all clients together.
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
 
     /// Requests per second one device may make on average (429 beyond); 0 for no limit.
     #[arg(long, env = "WEIR_DEVICE_RATE_LIMIT", default_value_t = 10)]

@@ -252,6 +252,8 @@ impl Pipeline {
             addr: config.listen,
             tls,
             max_connections_per_ip: args.max_connections_per_ip,
+            max_connections: args.max_connections,
+            idle_timeout: weir_common::listener::IDLE_TIMEOUT,
         })
         .await?;
         let scheme = if listener.is_tls() { "https" } else { "http" };

@@ -31,6 +31,7 @@ fn args() -> PipelineArgs {
         tls_cert: None,
         tls_key: None,
         max_connections_per_ip: 1024,
+        max_connections: 50_000,
         // Readings go as fast as the test sends them: rate limits are tested on their own.
         device_rate_limit: 0,
         device_burst: 100,

@@ -4,9 +4,14 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use std::sync::Arc;
 use weir_benches::readings;
-use weir_ingest::Device;
+
+use weir_common::sas::{self, SasToken};
+use weir_ingest::gateway::auth::Authenticator;
 use weir_ingest::reading::{Context, translate};
+use weir_ingest::registry::NewDevice;
+use weir_ingest::{Device, Registry};
 use weir_processor::WarmStore;
 use weir_processor::window::Geometry;
 use weir_schemas::TelemetryCodec;
@@ -103,5 +108,40 @@ fn columnar(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, avro, json_reading, window, columnar);
+/// Device authentication: a SAS token checked from scratch (parse, HMAC-SHA256), and the
+/// same token once verified and cached, which is what every later request of a device costs.
+fn token_verify(c: &mut Criterion) {
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let registry = Arc::new(Registry::in_memory());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(registry.provision(
+            "fabrikam",
+            vec![NewDevice::with_keys("dev-000001", "b0001", KEY, KEY)],
+        ))
+        .unwrap();
+    let now = 1_900_000_000;
+    let token = sas::sign("hub.example.com/devices/dev-000001", KEY, now + 3600).unwrap();
+    let auth = Authenticator::new(registry.clone());
+    let mut group = c.benchmark_group("token");
+    group.throughput(Throughput::Elements(1));
+    let key = registry.get("dev-000001").unwrap().keys.decoded()[0]
+        .1
+        .clone();
+    group.bench_function("verify_cold", |b| {
+        b.iter(|| {
+            let parsed = SasToken::parse(black_box(&token)).unwrap();
+            assert!(parsed.verify(&key));
+        })
+    });
+    auth.token(&token, now).unwrap();
+    group.bench_function("verify_cached", |b| {
+        b.iter(|| auth.token(black_box(&token), now).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, avro, json_reading, window, columnar, token_verify);
 criterion_main!(benches);

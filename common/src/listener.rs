@@ -3,8 +3,9 @@
 //!
 //! Connections are accepted by a task of their own and handed to the server once their TLS
 //! handshake is done, so that a slow or silent client cannot hold up everyone else's accept.
-//! A connection over its address's limit is closed at once; the count of an address goes down
-//! as its connections close.
+//! A connection over its address's limit (IPv6 addresses count per /64, the block one client
+//! usually holds) or over the listener's total is closed at once; counts go down as
+//! connections close. A connection with no traffic either way for the idle timeout is closed.
 
 use std::collections::HashMap;
 use std::io;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::Future;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -25,6 +27,10 @@ use tokio_rustls::server::TlsStream;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may carry nothing, either way, before it is closed. Above the one
+/// minute between readings of a typical device, so that its keep-alive connection stays.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
@@ -48,6 +54,10 @@ pub struct ListenerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Most connections one client address may hold open.
     pub max_connections_per_ip: usize,
+    /// Most connections open at once, all clients together.
+    pub max_connections: usize,
+    /// How long a connection may carry nothing either way ([`IDLE_TIMEOUT`] is a good value).
+    pub idle_timeout: Duration,
 }
 
 /// Loads a rustls server configuration from PEM files.
@@ -76,18 +86,35 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Liste
     Ok(config)
 }
 
-/// Open connections per client address.
+/// Open connections, per client and in all.
 #[derive(Default)]
-struct Counts(Mutex<HashMap<IpAddr, usize>>);
+struct Counts(Mutex<(HashMap<IpAddr, usize>, usize)>);
+
+/// The client an address stands for: itself for IPv4, its /64 for IPv6.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
+    }
+}
 
 impl Counts {
-    fn try_add(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Slot> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= max {
+    fn try_add(self: &Arc<Self>, ip: IpAddr, max_per_ip: usize, max_total: usize) -> Option<Slot> {
+        let ip = client_of(ip);
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (per_ip, total) = &mut *guard;
+        if *total >= max_total {
+            return None;
+        }
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= max_per_ip {
             return None;
         }
         *count += 1;
+        *total += 1;
         Some(Slot {
             counts: self.clone(),
             ip,
@@ -103,11 +130,13 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
+        let mut guard = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (per_ip, total) = &mut *guard;
+        *total = total.saturating_sub(1);
+        if let Some(count) = per_ip.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.ip);
+                per_ip.remove(&self.ip);
             }
         }
     }
@@ -122,6 +151,38 @@ enum Stream {
 pub struct Connection {
     stream: Stream,
     _slot: Slot,
+    /// When it is closed for want of traffic; pushed back by every read or write.
+    idle: Pin<Box<tokio::time::Sleep>>,
+    idle_timeout: Duration,
+}
+
+impl Connection {
+    fn new(stream: Stream, slot: Slot, idle_timeout: Duration) -> Self {
+        Connection {
+            stream,
+            _slot: slot,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_timeout,
+        }
+    }
+
+    /// After an I/O attempt: traffic pushes the deadline back; no traffic past it is an error.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(result) => {
+                let deadline = tokio::time::Instant::now() + self.idle_timeout;
+                self.idle.as_mut().reset(deadline);
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the connection was idle too long",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 /// The listener, for `axum::serve`.
@@ -149,12 +210,12 @@ impl Listener {
         })?;
         let (tx, accepted) = mpsc::channel(1024);
         let tls = acceptor.is_some();
-        tokio::spawn(accept_loop(
-            tcp,
-            acceptor,
-            config.max_connections_per_ip.max(1),
-            tx,
-        ));
+        let limits = Limits {
+            per_ip: config.max_connections_per_ip.max(1),
+            total: config.max_connections.max(1),
+            idle: config.idle_timeout,
+        };
+        tokio::spawn(accept_loop(tcp, acceptor, limits, tx));
         Ok(Listener {
             accepted,
             local,
@@ -167,16 +228,28 @@ impl Listener {
     }
 }
 
+struct Limits {
+    per_ip: usize,
+    total: usize,
+    idle: Duration,
+}
+
 async fn accept_loop(
     tcp: TcpListener,
     acceptor: Option<TlsAcceptor>,
-    max_per_ip: usize,
+    limits: Limits,
     tx: mpsc::Sender<(Connection, SocketAddr)>,
 ) {
+    let (max_per_ip, max_total) = (limits.per_ip, limits.total);
     let counts = Arc::new(Counts::default());
     let mut refused: u64 = 0;
     loop {
-        let (stream, peer) = match tcp.accept().await {
+        // Ends with the server, so the port is released rather than left queueing.
+        let accepted = tokio::select! {
+            () = tx.closed() => return,
+            accepted = tcp.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: wait rather than spin.
@@ -185,18 +258,16 @@ async fn accept_loop(
                 continue;
             }
         };
-        if tx.is_closed() {
-            return;
-        }
-        let Some(slot) = counts.try_add(peer.ip(), max_per_ip) else {
+        let Some(slot) = counts.try_add(peer.ip(), max_per_ip, max_total) else {
             refused += 1;
             // One line per thousand refusals, not one per connection.
             if refused % 1000 == 1 {
                 tracing::warn!(
                     %peer,
                     max_per_ip,
+                    max_total,
                     refused,
-                    "closed a connection over the per-address limit"
+                    "closed a connection over the per-address or total limit"
                 );
             }
             continue;
@@ -205,23 +276,19 @@ async fn accept_loop(
         let tx = tx.clone();
         match &acceptor {
             None => {
-                let connection = Connection {
-                    stream: Stream::Plain(stream),
-                    _slot: slot,
-                };
+                let connection = Connection::new(Stream::Plain(stream), slot, limits.idle);
                 if tx.send((connection, peer)).await.is_err() {
                     return;
                 }
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
+                let idle = limits.idle;
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let connection = Connection {
-                                stream: Stream::Tls(Box::new(tls)),
-                                _slot: slot,
-                            };
+                            let connection =
+                                Connection::new(Stream::Tls(Box::new(tls)), slot, idle);
                             let _ = tx.send((connection, peer)).await;
                         }
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
@@ -256,10 +323,12 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
+        let this = self.get_mut();
+        let poll = match &mut this.stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        };
+        this.watch(cx, poll)
     }
 }
 
@@ -269,17 +338,21 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().stream {
+        let this = self.get_mut();
+        let poll = match &mut this.stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        };
+        this.watch(cx, poll)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().stream {
+        let this = self.get_mut();
+        let poll = match &mut this.stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        };
+        this.watch(cx, poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -294,10 +367,12 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().stream {
+        let this = self.get_mut();
+        let poll = match &mut this.stream {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        };
+        this.watch(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -343,6 +418,8 @@ mod tests {
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: Some((cert_path.clone(), key_path)),
             max_connections_per_ip: 16,
+            max_connections: 16,
+            idle_timeout: IDLE_TIMEOUT,
         })
         .await;
 
@@ -372,12 +449,44 @@ mod tests {
         assert!(err.to_string().contains("garbage.pem"), "{err}");
     }
 
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_of(a), client_of(b));
+        assert_ne!(client_of(a), client_of(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_of(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+        let addr = serve(ListenerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            max_connections_per_ip: 4,
+            max_connections: 4,
+            idle_timeout: Duration::from_millis(200),
+        })
+        .await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        // A client that talks is served.
+        let answer = get(TcpStream::connect(addr).await.unwrap()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
     #[tokio::test]
     async fn connections_over_the_per_address_limit_are_closed() {
         let addr = serve(ListenerConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: None,
             max_connections_per_ip: 2,
+            max_connections: 100,
+            idle_timeout: IDLE_TIMEOUT,
         })
         .await;
         let first = TcpStream::connect(addr).await.unwrap();

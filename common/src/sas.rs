@@ -18,6 +18,10 @@ use sha2::Sha256;
 /// What every token starts with.
 pub const SCHEME: &str = "SharedAccessSignature";
 
+/// Longest token accepted. Real ones are under 300 bytes; the bound keeps parsing and
+/// caching cheap whatever a client sends.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
 /// What `encodeURIComponent` (and the SDKs) leave unencoded.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -34,6 +38,10 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 pub enum SasError {
     #[error("the token does not start with `{SCHEME} `")]
     Scheme,
+    #[error("the token is longer than {MAX_TOKEN_LEN} bytes")]
+    TooLong,
+    #[error("the token has a field `{0}` that is not one of sr, sig, se, skn, or has it twice")]
+    UnexpectedField(String),
     #[error("the token has no `{0}` field")]
     Missing(&'static str),
     #[error("the token's `{field}` field is not valid: {reason}")]
@@ -52,6 +60,8 @@ pub struct SasToken {
     /// `sr`, decoded: the resource URI.
     pub resource: String,
     signature: Vec<u8>,
+    /// `se` as it appears in the token: what was signed.
+    signed_expiry: String,
     /// Seconds since the Unix epoch.
     pub expiry: u64,
     /// `skn`: the name of a shared access policy (service tokens); device tokens have none.
@@ -60,20 +70,28 @@ pub struct SasToken {
 
 impl SasToken {
     pub fn parse(token: &str) -> Result<SasToken, SasError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(SasError::TooLong);
+        }
         let fields = token
             .trim()
             .strip_prefix(SCHEME)
             .and_then(|rest| rest.strip_prefix(' '))
             .ok_or(SasError::Scheme)?;
         let (mut sr, mut sig, mut se, mut skn) = (None, None, None, None);
+        // Exactly the known fields, each once: one signature must not make many distinct
+        // tokens.
         for field in fields.trim().split('&') {
             let (name, value) = field.split_once('=').unwrap_or((field, ""));
-            match name {
-                "sr" => sr = Some(value),
-                "sig" => sig = Some(value),
-                "se" => se = Some(value),
-                "skn" => skn = Some(value),
-                _ => {}
+            let slot = match name {
+                "sr" => &mut sr,
+                "sig" => &mut sig,
+                "se" => &mut se,
+                "skn" => &mut skn,
+                _ => return Err(SasError::UnexpectedField(name.chars().take(32).collect())),
+            };
+            if slot.replace(value).is_some() {
+                return Err(SasError::UnexpectedField(name.to_owned()));
             }
         }
         let sr = sr.ok_or(SasError::Missing("sr"))?;
@@ -93,16 +111,20 @@ impl SasToken {
                 field: "sig",
                 reason: format!("not base64: {e}"),
             })?;
-        let expiry = decode("se", se.ok_or(SasError::Missing("se"))?)?
-            .parse()
-            .map_err(|_| SasError::Invalid {
-                field: "se",
-                reason: "not a whole number of seconds since 1970".into(),
-            })?;
+        let se = se.ok_or(SasError::Missing("se"))?;
+        let not_seconds = || SasError::Invalid {
+            field: "se",
+            reason: "not a whole number of seconds since 1970".into(),
+        };
+        if se.is_empty() || !se.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(not_seconds());
+        }
+        let expiry = se.parse().map_err(|_| not_seconds())?;
         Ok(SasToken {
             signed_resource: sr.to_owned(),
             resource,
             signature,
+            signed_expiry: se.to_owned(),
             expiry,
             key_name: skn.map(|s| decode("skn", s)).transpose()?,
         })
@@ -132,8 +154,24 @@ impl SasToken {
         };
         mac.update(self.signed_resource.as_bytes());
         mac.update(b"\n");
-        mac.update(self.expiry.to_string().as_bytes());
+        mac.update(self.signed_expiry.as_bytes());
         mac.verify_slice(&self.signature).is_ok()
+    }
+
+    /// Whether this is the same token as `other` once percent-encoding is set aside: same
+    /// signed text and same signature bytes. A token that equals a verified one needs no HMAC.
+    pub fn same_as(&self, other: &SasToken) -> bool {
+        use subtle::ConstantTimeEq;
+        self.signed_resource == other.signed_resource
+            && self.signed_expiry == other.signed_expiry
+            && self.key_name == other.key_name
+            && bool::from(self.signature.ct_eq(&other.signature))
+    }
+
+    /// Whether the token has expired at `now` (seconds since 1970), allowing `skew` seconds
+    /// for clocks out of step.
+    pub fn expired(&self, now: u64, skew: u64) -> bool {
+        now.saturating_sub(skew) > self.expiry
     }
 }
 
@@ -217,6 +255,20 @@ mod tests {
             matches!(bad_se, SasError::Invalid { field: "se", .. }),
             "{bad_se}"
         );
+        // One signature must not make many tokens: extra, repeated or re-spelled fields.
+        let token = sign("hub/devices/d", KEY, 1_900_000_000).unwrap();
+        for variant in [
+            format!("{token}&x=1"),
+            format!("{token}&se=1900000000"),
+            token.replace("se=1900000000", "se=+1900000000"),
+        ] {
+            assert!(SasToken::parse(&variant).is_err(), "{variant}");
+        }
+        let padded = token.replace("se=1900000000", "se=01900000000");
+        let key = BASE64.decode(KEY).unwrap();
+        assert!(!SasToken::parse(&padded).unwrap().verify(&key));
+        let long = format!("{token}{}", "&".repeat(MAX_TOKEN_LEN));
+        assert_eq!(SasToken::parse(&long).unwrap_err(), SasError::TooLong);
         let hub = SasToken::parse("SharedAccessSignature sr=myhub&sig=AA==&se=1").unwrap();
         assert!(matches!(hub.device_id(), Err(SasError::NotADevice(_))));
         let module =

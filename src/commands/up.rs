@@ -22,11 +22,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
              loses what the lake has not committed yet. Use --kafka for a durable bus."
         );
     }
+    let operator_token = match &args.pipeline.operator_token {
+        Some(_) => "given by --operator-token".to_owned(),
+        None => args.data_dir.join("operator-token").display().to_string(),
+    };
     tracing::info!(
         listen = %pipeline.addr,
         lake = %pipeline.lake.url(),
         devices = pipeline.registry.len(),
-        operator_token = %args.data_dir.join("operator-token").display(),
+        tenants = pipeline.registry.tenants().len(),
+        %operator_token,
         "weir is up"
     );
     // On stdout, for people and scripts: where to send readings.

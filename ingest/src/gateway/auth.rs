@@ -1,10 +1,11 @@
 //! Device authentication for HTTP, in either of two forms:
 //!
 //! - `Authorization: SharedAccessSignature sr=…&sig=…&se=…`, an IoT Hub SAS token signed with
-//!   either of the device's keys ([`weir_common::sas`]). Verified tokens are cached until they
-//!   expire, keyed by the whole token, so the hot path does not recompute an HMAC per request;
-//!   a cached token is good only while the device's registry entry is the very one it was
-//!   verified against, so a disabled, revoked, moved or re-keyed device is checked afresh.
+//!   either of the device's keys ([`weir_common::sas`]). The last token verified for each
+//!   device is remembered until it expires, so the hot path does not recompute an HMAC per
+//!   request; one entry per device bounds the memory whatever clients send. A remembered token
+//!   is good only while the device's registry entry is the very one it was verified against,
+//!   so a disabled, revoked, moved or re-keyed device is checked afresh.
 //! - `X-Device-Id` and `X-Device-Key` (the key itself, compared in constant time with both of
 //!   the device's keys), for quick tests over TLS.
 //!
@@ -29,18 +30,17 @@ pub const DEVICE_KEY_HEADER: &str = "x-device-key";
 /// gateways are never quite in step. IoT Hub allows five minutes.
 pub const CLOCK_SKEW_SECS: u64 = 300;
 
-/// Most tokens kept verified at once.
-const MAX_CACHED_TOKENS: usize = 2_000_000;
-
 struct Verified {
+    token: SasToken,
+    /// The registry entry the token was verified against.
     device: Arc<Device>,
-    expiry: u64,
 }
 
 /// Authenticates devices against the registry, remembering verified tokens.
 pub struct Authenticator {
     registry: Arc<Registry>,
-    verified: papaya::HashMap<Box<str>, Verified>,
+    /// Device id to the last token verified for it.
+    verified: papaya::HashMap<String, Verified>,
 }
 
 impl Authenticator {
@@ -53,6 +53,15 @@ impl Authenticator {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Forgets tokens of devices that changed or are gone since their token was verified.
+    pub fn forget_stale(&self) {
+        self.verified.pin().retain(|id, hit| {
+            self.registry
+                .get(id)
+                .is_some_and(|current| Arc::ptr_eq(&current, &hit.device))
+        });
     }
 
     /// The device that sent this request, if it proved who it is and may send.
@@ -70,23 +79,8 @@ impl Authenticator {
         self.key_headers(headers)
     }
 
-    /// Checks a SAS token, from the cache when it was verified before.
+    /// Checks a SAS token; no HMAC when it is the token last verified for its device.
     pub fn token(&self, token: &str, now_secs: u64) -> Result<Arc<Device>, IngestError> {
-        {
-            let verified = self.verified.pin();
-            if let Some(hit) = verified.get(token) {
-                if hit.expiry + CLOCK_SKEW_SECS < now_secs {
-                    verified.remove(token);
-                    return Err(IngestError::TokenExpired(hit.device.id.clone()));
-                }
-                if let Some(current) = self.registry.get(&hit.device.id)
-                    && Arc::ptr_eq(&current, &hit.device)
-                {
-                    return Ok(current);
-                }
-                verified.remove(token);
-            }
-        }
         let parsed =
             SasToken::parse(token).map_err(|e| IngestError::InvalidToken(e.to_string()))?;
         if parsed.key_name.is_some() {
@@ -103,28 +97,32 @@ impl Authenticator {
             .registry
             .get(id)
             .ok_or_else(|| IngestError::UnknownDevice(id.to_owned()))?;
-        let signed = device
-            .keys
-            .decoded()
-            .iter()
-            .any(|(_, key)| !key.is_empty() && parsed.verify(key));
-        if !signed {
-            return Err(IngestError::WrongSignature(device.id.clone()));
+        let remembered = {
+            let verified = self.verified.pin();
+            verified
+                .get(id)
+                .is_some_and(|hit| Arc::ptr_eq(&hit.device, &device) && hit.token.same_as(&parsed))
+        };
+        if !remembered {
+            let signed = device
+                .keys
+                .decoded()
+                .iter()
+                .any(|(_, key)| !key.is_empty() && parsed.verify(key));
+            if !signed {
+                return Err(IngestError::WrongSignature(device.id.clone()));
+            }
         }
-        if parsed.expiry + CLOCK_SKEW_SECS < now_secs {
+        if parsed.expired(now_secs, CLOCK_SKEW_SECS) {
             return Err(IngestError::TokenExpired(device.id.clone()));
         }
         check_state(&device)?;
-        let verified = self.verified.pin();
-        if verified.len() >= MAX_CACHED_TOKENS {
-            verified.retain(|_, v| v.expiry + CLOCK_SKEW_SECS >= now_secs);
-        }
-        if verified.len() < MAX_CACHED_TOKENS {
-            verified.insert(
-                token.into(),
+        if !remembered {
+            self.verified.pin().insert(
+                device.id.clone(),
                 Verified {
+                    token: parsed,
                     device: device.clone(),
-                    expiry: parsed.expiry,
                 },
             );
         }

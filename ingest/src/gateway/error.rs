@@ -47,6 +47,15 @@ pub enum IngestError {
     Registry(#[from] RegistryError),
     #[error("{what}; retry in {retry_after:?}")]
     RateLimited { what: String, retry_after: Duration },
+    #[error(
+        "a request of {readings} readings is more than tenant `{tenant}`'s quota of {quota} \
+         readings/s; send smaller requests"
+    )]
+    OverQuota {
+        tenant: String,
+        readings: usize,
+        quota: u32,
+    },
     #[error("the gateway is handling its limit of {0} requests; retry later")]
     Overloaded(usize),
     #[error("the bus did not acknowledge within {0:?}; retry later")]
@@ -98,6 +107,7 @@ impl From<&IngestError> for ApiError {
                 R::NoMeasurement { .. } => (StatusCode::BAD_REQUEST, "no_measurement"),
             },
             E::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            E::OverQuota { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "over_quota"),
             E::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             E::Registry(registry) => registry_status(registry),
             E::RateLimited { retry_after, .. } => {

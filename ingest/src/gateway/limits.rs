@@ -6,7 +6,6 @@
 //! grow them without bound.
 
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -93,8 +92,12 @@ impl Limits {
         match limiter.check_key_n(&tenant.to_owned(), n) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(over(not_until.wait_time_from(self.clock.now()))),
-            // More readings in one request than a whole second of quota.
-            Err(_) => Err(over(Duration::from_secs(1))),
+            // More readings in one request than a whole second of quota: waiting cannot help.
+            Err(_) => Err(IngestError::OverQuota {
+                tenant: tenant.to_owned(),
+                readings,
+                quota: self.tenant_quota,
+            }),
         }
     }
 
@@ -111,6 +114,8 @@ impl Limits {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -143,6 +148,13 @@ mod tests {
         limits.tenant_readings("fabrikam", 60).unwrap();
         assert!(limits.tenant_readings("fabrikam", 60).is_err());
         limits.tenant_readings("contoso", 100).unwrap();
-        assert!(limits.tenant_readings("contoso", 101).is_err());
+        assert!(matches!(
+            limits.tenant_readings("contoso", 101),
+            Err(IngestError::OverQuota {
+                readings: 101,
+                quota: 100,
+                ..
+            })
+        ));
     }
 }

@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::routing::post;
 use serde::Serialize;
 use weir_common::bus::{Bus, Record};
@@ -27,7 +28,10 @@ use weir_schemas::{TelemetryCodec, protocol};
 pub use error::IngestError;
 
 use crate::reading::{self, Context};
-use crate::registry::Registry;
+use crate::registry::{Device, Registry};
+
+/// How long a client may take to send a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Limits and timeouts of the gateway.
 #[derive(Debug, Clone)]
@@ -97,9 +101,11 @@ impl Gateway {
         }
     }
 
-    /// Drops rate-limit state of devices and tenants that have been quiet; call now and then.
+    /// Drops rate-limit state of devices and tenants that have been quiet, and remembered
+    /// tokens of devices that changed; call now and then.
     pub fn forget_idle(&self) {
         self.inner.limits.forget_idle();
+        self.inner.auth.forget_stale();
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -119,17 +125,12 @@ impl Gateway {
             .with_state(self.clone())
     }
 
-    /// Translates, produces and waits for the bus: the whole path of one request.
-    async fn ingest(&self, headers: &HeaderMap, body: &[u8]) -> Result<usize, IngestError> {
-        let _permit = self
-            .inner
-            .in_flight
-            .try_acquire()
-            .map_err(|_| IngestError::Overloaded(self.inner.config.max_in_flight))?;
-        let device = self.inner.auth.authenticate(headers, now_secs())?;
-        self.inner.limits.device_request(&device.id)?;
+    /// Translates, produces and waits for the bus: the whole path of one request, once its
+    /// sender is admitted.
+    async fn ingest(&self, sender: &Sender, body: &[u8]) -> Result<usize, IngestError> {
+        let device = &sender.device;
         let ctx = Context {
-            device: &device,
+            device,
             protocol: protocol::HTTP_JSON,
             ingest_time_us: now_micros(),
             max_clock_skew_us: i64::try_from(self.inner.config.max_clock_skew.as_micros())
@@ -163,13 +164,47 @@ impl Gateway {
     }
 }
 
+/// A device admitted to send: a place among the requests in flight, authenticated, within its
+/// rate. As an extractor it runs on the headers alone, before the body is read, so requests
+/// that will be refused never get a body buffered.
+struct Sender {
+    device: Arc<Device>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl FromRequestParts<Gateway> for Sender {
+    type Rejection = IngestError;
+
+    async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, IngestError> {
+        let inner = &gateway.inner;
+        let permit = inner
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| IngestError::Overloaded(inner.config.max_in_flight))?;
+        let device = inner.auth.authenticate(&parts.headers, now_secs())?;
+        inner.limits.device_request(&device.id)?;
+        Ok(Sender {
+            device,
+            _permit: permit,
+        })
+    }
+}
+
 async fn post_telemetry(
     State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    sender: Sender,
+    request: axum::extract::Request,
 ) -> Result<(StatusCode, axum::Json<Accepted>), IngestError> {
-    let body = body.map_err(|r| body_error(r, gateway.inner.config.max_body_bytes))?;
-    let accepted = gateway.ingest(&headers, &body).await?;
+    // A body that trickles in is cut off rather than hold its place among the requests in
+    // flight; the size limit (DefaultBodyLimit) applies as it is read.
+    let body = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(request, &()))
+        .await
+        .map_err(|_| {
+            IngestError::InvalidBody(format!("the body did not arrive within {BODY_TIMEOUT:?}"))
+        })?
+        .map_err(|r| body_error(r, gateway.inner.config.max_body_bytes))?;
+    let accepted = gateway.ingest(&sender, &body).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(Accepted { accepted })))
 }
 

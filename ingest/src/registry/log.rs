@@ -1,8 +1,10 @@
 //! Where registry changes are kept: an ordered log of puts and deletes, keyed by entity, that
 //! a registry replays on start. Compacted by key, it is the registry's whole state.
 //!
-//! - [`FileLog`]: a JSON-lines file under the data directory (embedded mode), made durable by
-//!   `fsync` before a change is acknowledged, and compacted when it is opened.
+//! - [`FileLog`]: a JSON-lines file under the data directory (embedded mode), one line per
+//!   batch of changes so that a batch is all or nothing, made durable by `fsync` before it is
+//!   acknowledged, readable by its owner only (it holds device keys), and compacted when it is
+//!   opened.
 //! - [`BusLog`]: a compacted topic (Kafka mode), shared by every gateway.
 //! - [`MemoryLog`]: nothing kept (tests, throwaway runs).
 
@@ -107,25 +109,27 @@ impl FileLog {
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io)?;
+            }
         }
         let replayed = match std::fs::File::open(&path) {
             Ok(file) => read_live(&path, file)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Replayed {
                 live: Vec::new(),
-                lines: 0,
+                changes: 0,
                 torn: false,
             },
             Err(e) => return Err(io(e)),
         };
         let live = replayed.live;
-        if replayed.torn || replayed.lines > 2 * live.len() + 1000 {
+        if replayed.torn || replayed.changes > 2 * live.len() + 1000 {
             rewrite(&path, &live)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
+        let file = private_file(&path, false).map_err(io)?;
         Ok((
             FileLog {
                 path,
@@ -139,76 +143,63 @@ impl FileLog {
 /// What [`read_live`] found.
 struct Replayed {
     live: Vec<Change>,
-    lines: usize,
+    /// Changes read, superseded ones included.
+    changes: usize,
     /// The last line was cut short by a crash (never acknowledged): the file must be
     /// rewritten before anything is appended after it.
     torn: bool,
 }
 
-/// Reads every line, keeping the last change of each key (deletes drop the key).
+/// Reads every batch, keeping the last change of each key (deletes drop the key).
 fn read_live(path: &Path, file: std::fs::File) -> Result<Replayed, RegistryError> {
     let io = |source| RegistryError::Io {
         path: path.to_owned(),
         source,
     };
-    let ends_with_newline = {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut file = &file;
-        let len = file.metadata().map_err(io)?.len();
-        let mut last = [b'\n'];
-        if len > 0 {
-            file.seek(SeekFrom::Start(len - 1)).map_err(io)?;
-            file.read_exact(&mut last).map_err(io)?;
-            file.seek(SeekFrom::Start(0)).map_err(io)?;
-        }
-        last[0] == b'\n'
-    };
+    let mut reader = std::io::BufReader::new(file);
     let mut latest: HashMap<String, (usize, Change)> = HashMap::new();
-    let mut lines = 0;
-    let mut unparsed = None;
-    for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(io)?;
-        if let Some((line, source)) = unparsed.take() {
-            return Err(RegistryError::Corrupt {
-                path: path.to_owned(),
-                line,
-                source,
-            });
+    let mut line = Vec::new();
+    let mut order = 0;
+    let mut torn = false;
+    for number in 1.. {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            break;
         }
-        if line.trim().is_empty() {
+        let complete = line.ends_with(b"\n");
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        lines += 1;
-        let change: Change = match serde_json::from_str(&line) {
-            Ok(change) => change,
+        let batch: Vec<Change> = match serde_json::from_slice(&line) {
+            Ok(batch) => batch,
+            // A crash can leave the last batch half-written; it was never acknowledged.
+            Err(_) if !complete => {
+                torn = true;
+                break;
+            }
             Err(source) => {
-                unparsed = Some((number + 1, source));
-                continue;
+                return Err(RegistryError::Corrupt {
+                    path: path.to_owned(),
+                    line: number,
+                    source,
+                });
             }
         };
-        if change.value.is_some() {
-            latest.insert(change.key.clone(), (number, change));
-        } else {
-            latest.remove(&change.key);
+        for change in batch {
+            order += 1;
+            if change.value.is_some() {
+                latest.insert(change.key.clone(), (order, change));
+            } else {
+                latest.remove(&change.key);
+            }
         }
+        torn = !complete;
     }
-    let torn = match unparsed {
-        // A crash can leave the last line half-written; it was never acknowledged.
-        Some(_) if !ends_with_newline => true,
-        Some((line, source)) => {
-            return Err(RegistryError::Corrupt {
-                path: path.to_owned(),
-                line,
-                source,
-            });
-        }
-        None => !ends_with_newline,
-    };
     let mut live: Vec<(usize, Change)> = latest.into_values().collect();
-    live.sort_by_key(|(number, _)| *number);
+    live.sort_by_key(|(order, _)| *order);
     Ok(Replayed {
         live: live.into_iter().map(|(_, c)| c).collect(),
-        lines,
+        changes: order,
         torn,
     })
 }
@@ -221,9 +212,9 @@ fn rewrite(path: &Path, live: &[Change]) -> Result<(), RegistryError> {
     };
     let tmp = path.with_extension("jsonl.tmp");
     {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
-        for change in live {
-            serde_json::to_writer(&mut out, change).map_err(|e| io(std::io::Error::other(e)))?;
+        let mut out = std::io::BufWriter::new(private_file(&tmp, true).map_err(io)?);
+        for batch in live.chunks(10_000) {
+            serde_json::to_writer(&mut out, batch).map_err(|e| io(std::io::Error::other(e)))?;
             out.write_all(b"\n").map_err(io)?;
         }
         out.into_inner()
@@ -233,6 +224,24 @@ fn rewrite(path: &Path, live: &[Change]) -> Result<(), RegistryError> {
     }
     std::fs::rename(&tmp, path).map_err(io)?;
     sync_dir(path).map_err(io)
+}
+
+/// Opens a file only its owner may read: it holds device keys. `truncate` for a new file,
+/// else appends.
+fn private_file(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true);
+    if truncate {
+        options.write(true).truncate(true);
+    } else {
+        options.append(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {
@@ -252,17 +261,23 @@ impl RegistryLog for FileLog {
                 path: path.clone(),
                 source,
             };
-            let mut bytes = Vec::with_capacity(changes.len() * 256);
-            for change in &changes {
-                serde_json::to_writer(&mut bytes, change)
-                    .map_err(|e| io(std::io::Error::other(e)))?;
-                bytes.push(b'\n');
-            }
+            // The whole batch on one line: replay takes it whole or (torn) not at all.
+            let mut bytes =
+                serde_json::to_vec(&changes).map_err(|e| io(std::io::Error::other(e)))?;
+            bytes.push(b'\n');
             let mut file = file
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            file.write_all(&bytes).map_err(io)?;
-            file.sync_data().map_err(io)?;
+            let before = file.metadata().map_err(io)?.len();
+            let written = file.write_all(&bytes).and_then(|()| file.sync_data());
+            if let Err(error) = written {
+                // Take back whatever part was written, so the next batch starts on a line of
+                // its own and a failed batch never comes back on replay.
+                if let Err(undo) = file.set_len(before).and_then(|()| file.sync_data()) {
+                    tracing::error!(%undo, "cannot take back a failed registry write");
+                }
+                return Err(io(error));
+            }
             Ok(None)
         })
         .await

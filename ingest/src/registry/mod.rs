@@ -6,6 +6,7 @@
 //! ([`papaya`]); changes are rare, serialised by one writer lock, validated against the current
 //! state, made durable in the log, and only then applied.
 
+pub mod conformance;
 pub mod log;
 pub mod model;
 pub mod secrets;
@@ -207,24 +208,40 @@ impl Registry {
         registry
     }
 
-    /// Applies one change to the view. Changes that come from another writer (a shared log)
-    /// come through here too.
-    pub fn apply(&self, change: Change) {
+    /// Applies one change to the view; changes that come from another writer (a shared log)
+    /// come through here too. Returns false, and changes nothing, for a change that must not
+    /// follow the state it meets: the same rules hold on every registry that follows a shared
+    /// log, so all of them settle on the same state when two gateways race:
+    /// - a device keeps its tenant, and its version only grows (a stale update loses);
+    /// - a revoked device stays revoked;
+    /// - a tenant is created once (a second creation under the same id loses).
+    pub fn apply(&self, change: Change) -> bool {
         let Some(value) = change.value else {
             self.remove(&change.key);
-            return;
+            return true;
         };
         match value {
             Entity::Tenant(tenant) => {
                 let tenants = self.tenants.pin();
                 let keys = self.tenant_keys.pin();
                 if let Some(old) = tenants.get(&tenant.id) {
-                    for hash in &old.api_key_hashes {
-                        keys.remove(hash);
+                    if old.created_us != tenant.created_us {
+                        tracing::warn!(tenant = %tenant.id, "a second creation of a tenant is ignored");
+                        return false;
                     }
-                }
-                for hash in &tenant.api_key_hashes {
-                    keys.insert(hash.clone(), tenant.id.clone());
+                    // New keys in before old ones out: the key kept keeps working throughout.
+                    for hash in &tenant.api_key_hashes {
+                        keys.insert(hash.clone(), tenant.id.clone());
+                    }
+                    for hash in &old.api_key_hashes {
+                        if !tenant.api_key_hashes.contains(hash) {
+                            keys.remove(hash);
+                        }
+                    }
+                } else {
+                    for hash in &tenant.api_key_hashes {
+                        keys.insert(hash.clone(), tenant.id.clone());
+                    }
                 }
                 tenants.insert(tenant.id.clone(), Arc::new(tenant));
             }
@@ -236,11 +253,47 @@ impl Registry {
                 let mut order = self.order.write().unwrap_or_else(|e| e.into_inner());
                 let devices = self.devices.pin();
                 if let Some(old) = devices.get(&device.id) {
+                    let refused = if old.tenant != device.tenant {
+                        Some("it belongs to another tenant")
+                    } else if device.version <= old.version {
+                        Some("it is older than the device's current version")
+                    } else if old.state == DeviceState::Revoked
+                        && device.state != DeviceState::Revoked
+                    {
+                        Some("the device is revoked")
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = refused {
+                        tracing::warn!(device = %device.id, version = device.version, reason, "a registry change is ignored");
+                        return false;
+                    }
                     order.remove(&(old.tenant.clone(), old.id.clone()));
                 }
                 order.insert((device.tenant.clone(), device.id.clone()));
                 devices.insert(device.id.clone(), Arc::new(device));
             }
+        }
+        true
+    }
+
+    /// Whether the view holds exactly what `change` says.
+    fn holds(&self, change: &Change) -> bool {
+        match &change.value {
+            None => {
+                if let Some(id) = change.key.strip_prefix("device/") {
+                    self.get(id).is_none()
+                } else if let Some(id) = change.key.strip_prefix("tenant/") {
+                    self.tenant(id).is_none()
+                } else if let Some(key) = change.key.strip_prefix("building/") {
+                    self.buildings.pin().get(key).is_none()
+                } else {
+                    true
+                }
+            }
+            Some(Entity::Device(d)) => self.get(&d.id).is_some_and(|c| *c == *d),
+            Some(Entity::Tenant(t)) => self.tenant(&t.id).is_some_and(|c| *c == *t),
+            Some(Entity::Building(b)) => self.building(&b.tenant, &b.id).is_some_and(|c| *c == *b),
         }
     }
 
@@ -285,12 +338,21 @@ impl Registry {
             Some(offset) => {
                 let mut applied = self.applied.subscribe();
                 let seen = applied.wait_for(|a| a.is_some_and(|a| a >= offset));
-                match tokio::time::timeout(APPLY_TIMEOUT, seen).await {
-                    Ok(Ok(_)) => Ok(()),
-                    _ => Err(RegistryError::Internal(format!(
+                if !matches!(tokio::time::timeout(APPLY_TIMEOUT, seen).await, Ok(Ok(_))) {
+                    return Err(RegistryError::Internal(format!(
                         "the change was logged (offset {offset}) but has not come back from \
                          the registry topic within {APPLY_TIMEOUT:?}; it will apply when it does"
-                    ))),
+                    )));
+                }
+                // Another gateway may have changed the same thing first: then ours lost.
+                if changes.iter().all(|c| self.holds(c)) {
+                    Ok(())
+                } else {
+                    Err(RegistryError::Conflict(
+                        "changed at the same time through another gateway; read it again and \
+                         retry"
+                            .into(),
+                    ))
                 }
             }
         }

@@ -13,6 +13,11 @@ use super::RegistryError;
 pub const MAX_NAME_LEN: usize = 128;
 /// Most tags on one device.
 pub const MAX_TAGS: usize = 32;
+/// Longest display name of a tenant or building.
+pub const MAX_DISPLAY_NAME_LEN: usize = 256;
+/// Most floors in a building, and rooms on a floor.
+pub const MAX_FLOORS: usize = 1000;
+pub const MAX_ROOMS_PER_FLOOR: usize = 1000;
 /// Sizes a device key may have once base64-decoded (IoT Hub uses 32 bytes).
 pub const KEY_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
 
@@ -205,9 +210,20 @@ pub fn check_key(field: &'static str, key: &str) -> Result<(), RegistryError> {
     }
 }
 
+fn check_display_name(field: &'static str, name: &str) -> Result<(), RegistryError> {
+    if name.len() > MAX_DISPLAY_NAME_LEN {
+        return Err(RegistryError::Invalid {
+            field,
+            reason: format!("is longer than {MAX_DISPLAY_NAME_LEN} bytes"),
+        });
+    }
+    Ok(())
+}
+
 impl Tenant {
     pub fn validate(&self) -> Result<(), RegistryError> {
-        check_name("tenant id", &self.id)
+        check_name("tenant id", &self.id)?;
+        check_display_name("name", &self.name)
     }
 }
 
@@ -215,7 +231,23 @@ impl Building {
     pub fn validate(&self) -> Result<(), RegistryError> {
         check_name("tenant", &self.tenant)?;
         check_name("building id", &self.id)?;
+        check_display_name("name", &self.name)?;
+        if self.floors.len() > MAX_FLOORS {
+            return Err(RegistryError::Invalid {
+                field: "floors",
+                reason: format!("{} floors; at most {MAX_FLOORS}", self.floors.len()),
+            });
+        }
         for (floor, rooms) in &self.floors {
+            if rooms.len() > MAX_ROOMS_PER_FLOOR {
+                return Err(RegistryError::Invalid {
+                    field: "floors",
+                    reason: format!(
+                        "floor `{floor}` has {} rooms; at most {MAX_ROOMS_PER_FLOOR}",
+                        rooms.len()
+                    ),
+                });
+            }
             check_name("floor", floor)?;
             for room in rooms {
                 check_name("room", room)?;
