@@ -113,6 +113,9 @@ pub struct Processor {
     assigned: HashMap<Partition, tokio::time::Instant>,
     /// Per building (`tenant/building`), the end of the next window to publish.
     next_final: HashMap<String, i64>,
+    /// Per partition, the hop through which windows were last looked at for publication:
+    /// nothing new can be final until a partition's watermark passes the next one.
+    final_checked: HashMap<Partition, i64>,
 }
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -159,6 +162,7 @@ impl Processor {
             replay: ReplayPoints::default(),
             complete_from: HashMap::new(),
             next_final: HashMap::new(),
+            final_checked: HashMap::new(),
             assigned: HashMap::new(),
         })
     }
@@ -217,6 +221,7 @@ impl Processor {
                 for p in &partitions {
                     self.assigned.remove(p);
                     self.watermarks.remove(p);
+                    self.final_checked.remove(p);
                     self.replay.forget(*p);
                     self.complete_from.remove(p);
                 }
@@ -299,6 +304,18 @@ impl Processor {
     async fn publish_final_windows(&mut self) -> Result<(), ProcessorError> {
         let hop = self.geometry.hop_us;
         let window = self.geometry.window_us;
+        // Looking through every building after every poll costs more than the readings
+        // themselves: look only once a partition's watermark has crossed a hop boundary.
+        let mut crossed = false;
+        for (p, watermark) in &self.watermarks {
+            let through = watermark.saturating_sub(self.lateness_us).div_euclid(hop);
+            if self.final_checked.insert(*p, through) != Some(through) {
+                crossed = true;
+            }
+        }
+        if !crossed {
+            return Ok(());
+        }
         let mut records: Vec<Record> = Vec::new();
         for (tenant, building) in self.store.buildings() {
             let key = format!("{tenant}/{building}");
