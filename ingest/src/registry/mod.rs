@@ -307,11 +307,11 @@ impl Registry {
             }
         } else if let Some(key) = key.strip_prefix("building/") {
             self.buildings.pin().remove(key);
-        } else if let Some(id) = key.strip_prefix("device/") {
-            if let Some(old) = self.devices.pin().remove(id) {
-                let mut order = self.order.write().unwrap_or_else(|e| e.into_inner());
-                order.remove(&(old.tenant.clone(), old.id.clone()));
-            }
+        } else if let Some(id) = key.strip_prefix("device/")
+            && let Some(old) = self.devices.pin().remove(id)
+        {
+            let mut order = self.order.write().unwrap_or_else(|e| e.into_inner());
+            order.remove(&(old.tenant.clone(), old.id.clone()));
         }
     }
 

@@ -314,7 +314,12 @@ async fn racing_changes_from_another_writer_cannot_undo_the_rules() {
     let registry = Registry::in_memory();
     with_tenant(&registry, "fabrikam").await;
     registry
-        .import_devices("fabrikam", vec![new_device("d1", "b1")], ImportMode::Create, true)
+        .import_devices(
+            "fabrikam",
+            vec![new_device("d1", "b1")],
+            ImportMode::Create,
+            true,
+        )
         .await
         .unwrap();
     let current = registry.get("d1").unwrap();
