@@ -132,19 +132,19 @@ impl SasToken {
 
     /// The device the token is for: the resource must be `[{host}/]devices/{deviceId}`.
     pub fn device_id(&self) -> Result<&str, SasError> {
-        let not_a_device = || SasError::NotADevice(self.resource.clone());
-        let path = match self.resource.find("/devices/") {
-            Some(at) => &self.resource[at + "/devices/".len()..],
-            None => self
-                .resource
-                .strip_prefix("devices/")
-                .ok_or_else(not_a_device)?,
-        };
-        let id = path.strip_suffix('/').unwrap_or(path);
-        if id.is_empty() || id.contains('/') {
-            return Err(not_a_device());
-        }
-        Ok(id)
+        device_of(&self.resource).ok_or_else(|| SasError::NotADevice(self.resource.clone()))
+    }
+
+    /// The device a token names, read without parsing the rest of it: for looking up what is
+    /// remembered about the device before deciding whether the whole token needs checking.
+    pub fn peek_device_id(token: &str) -> Option<String> {
+        let fields = token.trim().strip_prefix(SCHEME)?.strip_prefix(' ')?;
+        let sr = fields
+            .trim()
+            .split('&')
+            .find_map(|field| field.strip_prefix("sr="))?;
+        let resource = percent_decode_str(sr).decode_utf8().ok()?;
+        device_of(&resource).map(str::to_owned)
     }
 
     /// Whether `key` (decoded) made this token's signature; compared in constant time.
@@ -175,6 +175,16 @@ impl SasToken {
     }
 }
 
+/// The device id in a resource URI `[{host}/]devices/{deviceId}`.
+fn device_of(resource: &str) -> Option<&str> {
+    let path = match resource.find("/devices/") {
+        Some(at) => &resource[at + "/devices/".len()..],
+        None => resource.strip_prefix("devices/")?,
+    };
+    let id = path.strip_suffix('/').unwrap_or(path);
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
 /// Makes a token for `resource_uri` (e.g. `weir.example.com/devices/dev-1`), signed with the
 /// base64 `key`, valid until `expiry` (seconds since the Unix epoch).
 pub fn sign(resource_uri: &str, key: &str, expiry: u64) -> Result<String, SasError> {
@@ -202,6 +212,7 @@ mod tests {
         let parsed = SasToken::parse(token).unwrap();
         assert_eq!(parsed.resource, "myhub.azure-devices.net/devices/dev-1");
         assert_eq!(parsed.device_id().unwrap(), "dev-1");
+        assert_eq!(SasToken::peek_device_id(token).as_deref(), Some("dev-1"));
         assert_eq!(parsed.expiry, 1_900_000_000);
         assert!(parsed.verify(&BASE64.decode(KEY).unwrap()));
         assert_eq!(
