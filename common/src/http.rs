@@ -145,30 +145,44 @@ pub trait Tokens: Send + Sync {
     fn scope(&self, token: &str) -> Option<Scope>;
 }
 
-/// The scope of a request's `Authorization: Bearer …` token, or the 401 to answer.
+/// Why a request's bearer token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerError {
+    /// No `Authorization: Bearer …`, or an unreadable one.
+    Missing,
+    /// A token that is neither a tenant API key nor the operator token.
+    Wrong,
+}
+
+impl From<BearerError> for ApiError {
+    fn from(error: BearerError) -> Self {
+        match error {
+            BearerError::Missing => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_credentials",
+                "missing or unreadable `Authorization: Bearer` token (a tenant API key or the \
+                 operator token)",
+            ),
+            BearerError::Wrong => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong_token",
+                "the bearer token is not a valid tenant API key or operator token",
+            ),
+        }
+    }
+}
+
+/// The scope of a request's `Authorization: Bearer …` token.
 pub fn bearer_scope(
     tokens: &dyn Tokens,
     headers: &axum::http::HeaderMap,
-) -> Result<Scope, ApiError> {
+) -> Result<Scope, BearerError> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_credentials",
-                "missing or unreadable `Authorization: Bearer` token (a tenant API key or the \
-                 operator token)",
-            )
-        })?;
-    tokens.scope(token).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "wrong_token",
-            "the bearer token is not a valid tenant API key or operator token",
-        )
-    })
+        .ok_or(BearerError::Missing)?;
+    tokens.scope(token).ok_or(BearerError::Wrong)
 }

@@ -43,6 +43,8 @@ pub enum IngestError {
     BodyTooLarge { max_bytes: usize },
     #[error("the request body is not valid: {0}")]
     InvalidBody(String),
+    #[error("the query string is not valid: {0}")]
+    InvalidQuery(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("{what}; retry in {retry_after:?}")]
@@ -109,6 +111,7 @@ impl From<&IngestError> for ApiError {
             E::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             E::OverQuota { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "over_quota"),
             E::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            E::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             E::Registry(registry) => registry_status(registry),
             E::RateLimited { retry_after, .. } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u32;

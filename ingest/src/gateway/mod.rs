@@ -28,7 +28,7 @@ use weir_schemas::{TelemetryCodec, protocol};
 pub use error::IngestError;
 
 use crate::reading::{self, Context};
-use crate::registry::{Device, Registry};
+use crate::registry::{ApiTokens, Device, Registry};
 
 /// How long a client may take to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,6 +79,8 @@ struct Inner {
     config: GatewayConfig,
     in_flight: Arc<tokio::sync::Semaphore>,
     auth: auth::Authenticator,
+    /// Who an admin caller is: tenants' API keys and the operator token.
+    tokens: ApiTokens,
     limits: limits::Limits,
     bus: Arc<dyn Bus>,
 }
@@ -94,6 +96,10 @@ impl Gateway {
             inner: Arc::new(Inner {
                 in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
                 limits: limits::Limits::new(config.limits),
+                tokens: ApiTokens {
+                    registry: registry.clone(),
+                    operator_token: config.operator_token.clone(),
+                },
                 config,
                 auth: auth::Authenticator::new(registry),
                 bus,

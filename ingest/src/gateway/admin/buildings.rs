@@ -4,15 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use weir_common::http::ApiQuery;
 
-use super::{MAX_BODY_BYTES, Principal, TenantQuery, json};
-use crate::gateway::{Gateway, IngestError, body_error};
+use super::{ActingFor, AdminJson};
+use crate::gateway::{Gateway, IngestError};
 use crate::registry::{Building, RegistryError};
 
 #[derive(Deserialize)]
@@ -27,14 +24,10 @@ pub struct BuildingBody {
 
 pub async fn put(
     State(gateway): State<Gateway>,
-    principal: Principal,
+    ActingFor(tenant): ActingFor,
     Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<TenantQuery>,
-    body: Result<Bytes, BytesRejection>,
+    AdminJson(body): AdminJson<BuildingBody>,
 ) -> Result<Json<Arc<Building>>, IngestError> {
-    let tenant = principal.tenant(query.tenant.as_deref())?;
-    let body = body.map_err(|r| body_error(r, MAX_BODY_BYTES))?;
-    let body: BuildingBody = json(&body)?;
     let building = gateway
         .registry()
         .put_building(Building {
@@ -49,11 +42,9 @@ pub async fn put(
 
 pub async fn get(
     State(gateway): State<Gateway>,
-    principal: Principal,
+    ActingFor(tenant): ActingFor,
     Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<TenantQuery>,
 ) -> Result<Json<Arc<Building>>, IngestError> {
-    let tenant = principal.tenant(query.tenant.as_deref())?;
     let building = gateway
         .registry()
         .building(&tenant, &id)
@@ -66,11 +57,9 @@ pub async fn get(
 
 pub async fn delete(
     State(gateway): State<Gateway>,
-    principal: Principal,
+    ActingFor(tenant): ActingFor,
     Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<TenantQuery>,
 ) -> Result<StatusCode, IngestError> {
-    let tenant = principal.tenant(query.tenant.as_deref())?;
     gateway.registry().delete_building(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use weir_common::http::ApiQuery;
 
-use super::{MAX_BODY_BYTES, Principal, TenantQuery, json, slot};
+use super::{ActingFor, AdminJson, MAX_BODY_BYTES, json, slot};
 use crate::gateway::{Gateway, IngestError, body_error};
 use crate::registry::{
     Device, DeviceFilter, DeviceKeys, DevicePatch, DeviceState, ImportMode, NewDevice,
@@ -26,7 +26,6 @@ const MAX_PAGE: usize = 1000;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ImportQuery {
-    tenant: Option<String>,
     #[serde(default)]
     mode: ImportMode,
     /// Create the buildings devices name when they do not exist yet.
@@ -46,11 +45,10 @@ pub struct Devices {
 /// stored, keys included.
 pub async fn create(
     State(gateway): State<Gateway>,
-    principal: Principal,
+    ActingFor(tenant): ActingFor,
     ApiQuery(query): ApiQuery<ImportQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Devices>), IngestError> {
-    let tenant = principal.tenant(query.tenant.as_deref())?;
     let body = body.map_err(|r| body_error(r, MAX_BODY_BYTES))?;
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let devices: Vec<NewDevice> = if first == Some(&b'[') {
@@ -79,12 +77,11 @@ pub struct Imported {
 /// keys are read back with `GET /v1/devices`.
 pub async fn import(
     State(gateway): State<Gateway>,
-    principal: Principal,
+    ActingFor(tenant): ActingFor,
     ApiQuery(query): ApiQuery<ImportQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Imported>, IngestError> {
-    let tenant = principal.tenant(query.tenant.as_deref())?;
     let body = body.map_err(|r| body_error(r, MAX_BODY_BYTES))?;
     let csv = headers
         .get(header::CONTENT_TYPE)
@@ -186,7 +183,6 @@ fn from_csv(body: &[u8]) -> Result<Vec<NewDevice>, IngestError> {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
-    tenant: Option<String>,
     building: Option<String>,
     state: Option<DeviceState>,
     /// `name:value`
@@ -197,10 +193,9 @@ pub struct ListQuery {
 
 pub async fn list(
     State(gateway): State<Gateway>,
-    principal: Principal,
+    ActingFor(tenant): ActingFor,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Devices>, IngestError> {
-    let tenant = principal.tenant(query.tenant.as_deref())?;
     let tag = match query.tag {
         Some(tag) => Some(
             tag.split_once(':')
@@ -233,24 +228,20 @@ fn found(gateway: &Gateway, tenant: &str, id: String) -> Result<Arc<Device>, Ing
 
 pub async fn get(
     State(gateway): State<Gateway>,
-    principal: Principal,
+    ActingFor(tenant): ActingFor,
     Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<TenantQuery>,
 ) -> Result<Json<Arc<Device>>, IngestError> {
-    let tenant = principal.tenant(query.tenant.as_deref())?;
     Ok(Json(found(&gateway, &tenant, id)?))
 }
 
 /// Changes placement, model or tags; `If-Match: <version>` makes it conditional.
 pub async fn update(
     State(gateway): State<Gateway>,
-    principal: Principal,
+    ActingFor(tenant): ActingFor,
     Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<TenantQuery>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    AdminJson(patch): AdminJson<DevicePatch>,
 ) -> Result<Json<Arc<Device>>, IngestError> {
-    let tenant = principal.tenant(query.tenant.as_deref())?;
     let if_version = match headers.get(header::IF_MATCH) {
         Some(value) => Some(
             value
@@ -264,8 +255,6 @@ pub async fn update(
         ),
         None => None,
     };
-    let body = body.map_err(|r| body_error(r, MAX_BODY_BYTES))?;
-    let patch: DevicePatch = json(&body)?;
     let device = gateway
         .registry()
         .update_device(&tenant, &id, patch, if_version)
@@ -282,25 +271,19 @@ pub struct StateBody {
 /// `{"state": "enabled" | "disabled" | "revoked"}`; takes effect on the device's next request.
 pub async fn set_state(
     State(gateway): State<Gateway>,
-    principal: Principal,
+    ActingFor(tenant): ActingFor,
     Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<TenantQuery>,
-    body: Result<Bytes, BytesRejection>,
+    AdminJson(StateBody { state }): AdminJson<StateBody>,
 ) -> Result<Json<Arc<Device>>, IngestError> {
-    let tenant = principal.tenant(query.tenant.as_deref())?;
-    let body = body.map_err(|r| body_error(r, MAX_BODY_BYTES))?;
-    let StateBody { state } = json(&body)?;
     let device = gateway.registry().set_state(&tenant, &id, state).await?;
     Ok(Json(device))
 }
 
 pub async fn rotate_key(
     State(gateway): State<Gateway>,
-    principal: Principal,
+    ActingFor(tenant): ActingFor,
     Path((id, slot_name)): Path<(String, String)>,
-    ApiQuery(query): ApiQuery<TenantQuery>,
 ) -> Result<Json<Arc<Device>>, IngestError> {
-    let tenant = principal.tenant(query.tenant.as_deref())?;
     let device = gateway
         .registry()
         .rotate_device_key(&tenant, &id, slot(&slot_name)?)
@@ -310,11 +293,9 @@ pub async fn rotate_key(
 
 pub async fn delete(
     State(gateway): State<Gateway>,
-    principal: Principal,
+    ActingFor(tenant): ActingFor,
     Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<TenantQuery>,
 ) -> Result<StatusCode, IngestError> {
-    let tenant = principal.tenant(query.tenant.as_deref())?;
     gateway.registry().delete_device(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

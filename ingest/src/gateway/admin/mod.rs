@@ -15,13 +15,14 @@ mod tenants;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::routing::{get, post, put};
-use weir_common::http::{Scope, bearer_scope};
+use weir_common::http::{BearerError, Scope, bearer_scope};
 
-use super::{Gateway, IngestError};
-use crate::registry::{ApiTokens, Tenant};
+use super::{Gateway, IngestError, body_error};
+use crate::registry::Tenant;
 
 /// Largest admin request, in bytes: an import of 100,000 devices fits.
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -36,19 +37,15 @@ impl FromRequestParts<Gateway> for Principal {
     type Rejection = IngestError;
 
     async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, IngestError> {
-        let tokens = ApiTokens {
-            registry: gateway.registry().clone(),
-            operator_token: gateway.inner.config.operator_token.clone(),
-        };
-        match bearer_scope(&tokens, &parts.headers) {
+        match bearer_scope(&gateway.inner.tokens, &parts.headers) {
             Ok(Scope::Operator) => Ok(Principal::Operator),
             Ok(Scope::Tenant(id)) => gateway
                 .registry()
                 .tenant(&id)
                 .map(Principal::Tenant)
                 .ok_or(IngestError::WrongBearer),
-            Err(e) if e.code == "missing_credentials" => Err(IngestError::MissingBearer),
-            Err(_) => Err(IngestError::WrongBearer),
+            Err(BearerError::Missing) => Err(IngestError::MissingBearer),
+            Err(BearerError::Wrong) => Err(IngestError::WrongBearer),
         }
     }
 }
@@ -80,8 +77,37 @@ impl Principal {
 
 /// `?tenant=ID`, for the operator.
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct TenantQuery {
-    pub tenant: Option<String>,
+struct TenantQuery {
+    tenant: Option<String>,
+}
+
+/// The tenant a request acts on: the caller's own, or the one the operator names with
+/// `?tenant=`. Established from the headers and the query, before any body is read.
+pub struct ActingFor(pub String);
+
+impl FromRequestParts<Gateway> for ActingFor {
+    type Rejection = IngestError;
+
+    async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, IngestError> {
+        let principal = Principal::from_request_parts(parts, gateway).await?;
+        let Query(query) = Query::<TenantQuery>::try_from_uri(&parts.uri)
+            .map_err(|e| IngestError::InvalidQuery(e.body_text()))?;
+        principal.tenant(query.tenant.as_deref()).map(ActingFor)
+    }
+}
+
+/// A JSON body of the admin API, read within [`MAX_BODY_BYTES`] and parsed into `T`.
+pub struct AdminJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<Gateway> for AdminJson<T> {
+    type Rejection = IngestError;
+
+    async fn from_request(request: Request, gateway: &Gateway) -> Result<Self, IngestError> {
+        let body = Bytes::from_request(request, gateway)
+            .await
+            .map_err(|r| body_error(r, MAX_BODY_BYTES))?;
+        json(&body).map(AdminJson)
+    }
 }
 
 pub fn router() -> Router<Gateway> {

@@ -1,14 +1,12 @@
 //! `/v1/tenants`: created by the operator; a tenant may read itself and rotate its keys.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_BODY_BYTES, Principal, json, slot};
-use crate::gateway::{Gateway, IngestError, body_error};
+use super::{AdminJson, Principal, slot};
+use crate::gateway::{Gateway, IngestError};
 use crate::registry::{RegistryError, Tenant};
 
 #[derive(Deserialize)]
@@ -47,11 +45,9 @@ pub struct Created {
 pub async fn create(
     State(gateway): State<Gateway>,
     principal: Principal,
-    body: Result<Bytes, BytesRejection>,
+    AdminJson(new): AdminJson<NewTenant>,
 ) -> Result<(StatusCode, Json<Created>), IngestError> {
     principal.require_operator("create tenants")?;
-    let body = body.map_err(|r| body_error(r, MAX_BODY_BYTES))?;
-    let new: NewTenant = json(&body)?;
     let (tenant, api_key) = gateway.registry().create_tenant(&new.id, &new.name).await?;
     Ok((
         StatusCode::CREATED,
