@@ -115,6 +115,20 @@ pub struct PipelineArgs {
     #[arg(long, env = "WEIR_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
+    /// Address of the MQTT listener (3.1.1 and 5; TLS with --tls-cert), e.g. 127.0.0.1:1883
+    /// or 0.0.0.0:8883 with TLS. No MQTT listener when absent.
+    #[arg(long, env = "WEIR_MQTT_LISTEN")]
+    pub mqtt_listen: Option<SocketAddr>,
+
+    /// Largest MQTT packet a device may send, in bytes.
+    #[arg(long, env = "WEIR_MQTT_MAX_PACKET_BYTES", default_value_t = 256 * 1024)]
+    pub mqtt_max_packet_bytes: usize,
+
+    /// MQTT messages one connection may have on their way to the bus at once (MQTT 5's
+    /// receive maximum); past it the connection is not read until one completes.
+    #[arg(long, env = "WEIR_MQTT_RECEIVE_MAX", default_value_t = 64)]
+    pub mqtt_receive_max: u16,
+
     /// Most connections one client address (an IPv6 /64) may hold open; more are closed at
     /// once.
     #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]

@@ -27,8 +27,10 @@ use weir_common::listener::{Listener, ListenerConfig};
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
 use weir_ingest::gateway::limits::LimitsConfig;
+use weir_ingest::gateway::mqtt::{self, MqttConfig};
 use weir_ingest::registry::{ApiTokens, BusLog, log as registry_log};
 use weir_ingest::{Gateway, GatewayConfig, Registry};
+use weir_processor::dead_letters::{self, DeadLetters};
 use weir_processor::{Processor, ProcessorConfig, WarmStore};
 use weir_sinks::{ColdSink, ColdSinkConfig, Lake};
 
@@ -74,6 +76,8 @@ pub struct Pipeline {
     pub addr: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// Where the MQTT listener is bound, when there is one.
+    pub mqtt_addr: Option<SocketAddr>,
     pub lake: Lake,
     pub registry: Arc<Registry>,
     /// The processor's warm store, when this process runs the processor.
@@ -158,6 +162,13 @@ impl Pipeline {
             compacted: false,
         })
         .await?;
+        // The gateway writes dead letters too, whether or not a sink runs here.
+        bus.ensure_topic(&TopicSpec {
+            name: topics.telemetry_dlq(),
+            partitions: args.partitions,
+            compacted: false,
+        })
+        .await?;
 
         let stop_http = CancellationToken::new();
         let mut router = Router::new()
@@ -185,8 +196,20 @@ impl Pipeline {
                 registry: registry.clone(),
                 operator_token: Some(operator_token.clone()),
             });
-            router = router.merge(processor.router(tokens));
+            router = router.merge(processor.router(tokens.clone()));
             store = Some(processor.store());
+            // Dead letters are read whole by every API node, under a group of its own.
+            let letters = Arc::new(DeadLetters::new(dead_letters::PER_TENANT));
+            let group = weir_common::bus::conformance::unique(&topics.group("weir-dead-letters"));
+            let subscription = bus.subscribe(&topics.telemetry_dlq(), &group).await?;
+            router = router.merge(dead_letters::router(letters.clone(), tokens));
+            let stop = stop_consumers.clone();
+            consumers.spawn(async move {
+                letters
+                    .follow(subscription, stop)
+                    .await
+                    .context("the dead-letter reader failed")
+            });
             let stop = stop_consumers.clone();
             consumers
                 .spawn(async move { processor.run(stop).await.context("the processor failed") });
@@ -211,7 +234,7 @@ impl Pipeline {
                     .context("the cold sink failed")
             });
         }
-        if roles.gateway {
+        let gateway = if roles.gateway {
             let mut gateway_config = GatewayConfig {
                 max_body_bytes: args.max_body_bytes,
                 limits: LimitsConfig {
@@ -241,7 +264,10 @@ impl Pipeline {
                 }
             });
             router = router.merge(gateway.router());
-        }
+            Some(gateway)
+        } else {
+            None
+        };
 
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
@@ -250,15 +276,41 @@ impl Pipeline {
         };
         let listener = Listener::bind(&ListenerConfig {
             addr: config.listen,
-            tls,
+            tls: tls.clone(),
             max_connections_per_ip: args.max_connections_per_ip,
             max_connections: args.max_connections,
             idle_timeout: weir_common::listener::IDLE_TIMEOUT,
+            alpn: weir_common::listener::http_alpn(),
         })
         .await?;
         let scheme = if listener.is_tls() { "https" } else { "http" };
         let addr = axum::serve::Listener::local_addr(&listener)?;
         let mut http = JoinSet::new();
+        let mut mqtt_addr = None;
+        if let (Some(gateway), Some(addr)) = (&gateway, args.mqtt_listen) {
+            let mqtt_config = MqttConfig {
+                max_packet_bytes: args.mqtt_max_packet_bytes,
+                receive_max: args.mqtt_receive_max.max(1),
+                ..MqttConfig::default()
+            };
+            let listener = Listener::bind(&ListenerConfig {
+                addr,
+                tls,
+                max_connections_per_ip: args.max_connections_per_ip,
+                max_connections: args.max_connections,
+                // MQTT has its own keep-alive, checked per connection; this only catches
+                // connections that never finish CONNECT or stop mid-packet.
+                idle_timeout: mqtt_config.max_keep_alive.mul_f32(1.5) + Duration::from_secs(30),
+                alpn: Vec::new(),
+            })
+            .await?;
+            mqtt_addr = Some(axum::serve::Listener::local_addr(&listener)?);
+            let (gateway, stop) = (gateway.clone(), stop_http.clone());
+            http.spawn(async move {
+                mqtt::serve(listener, gateway, mqtt_config, stop).await;
+                Ok(())
+            });
+        }
         let graceful = stop_http.clone().cancelled_owned();
         http.spawn(async move {
             axum::serve(listener, router.fallback(not_found))
@@ -269,6 +321,7 @@ impl Pipeline {
         Ok(Pipeline {
             addr,
             scheme,
+            mqtt_addr,
             lake,
             registry,
             store,

@@ -1,5 +1,5 @@
-//! The whole pipeline in one process: readings posted over HTTP must all be found in the
-//! Parquet lake through DataFusion, and the live aggregates must equal an oracle computed
+//! The whole pipeline in one process: readings sent over HTTP and MQTT must all be found in
+//! the Parquet lake through DataFusion, and the live aggregates must equal an oracle computed
 //! independently from the same readings.
 
 use std::collections::BTreeMap;
@@ -32,6 +32,9 @@ fn args() -> PipelineArgs {
         tls_key: None,
         max_connections_per_ip: 1024,
         max_connections: 50_000,
+        mqtt_listen: Some("127.0.0.1:0".parse().unwrap()),
+        mqtt_max_packet_bytes: 64 * 1024,
+        mqtt_receive_max: 16,
         // Readings go as fast as the test sends them: rate limits are tested on their own.
         device_rate_limit: 0,
         device_burst: 100,
@@ -103,6 +106,65 @@ async fn post(
         .send()
         .await
         .unwrap()
+}
+
+/// A device on MQTT 3.1.1 with a SAS token, publishing QoS 1 readings on `weir/telemetry`.
+struct MqttDevice {
+    client: rumqttc::AsyncClient,
+    published: std::sync::atomic::AtomicUsize,
+    acked: tokio::sync::watch::Receiver<usize>,
+}
+
+impl MqttDevice {
+    async fn connect(addr: std::net::SocketAddr, device: &str) -> MqttDevice {
+        let expiry = chrono::Utc::now().timestamp() as u64 + 3600;
+        let token =
+            weir_common::sas::sign(&format!("weir.test/devices/{device}"), KEY, expiry).unwrap();
+        let mut options = rumqttc::MqttOptions::new(device, "127.0.0.1", addr.port());
+        options.set_credentials(format!("weir.test/{device}/?api-version=2021-04-12"), token);
+        let (client, mut events) = rumqttc::AsyncClient::new(options, 100);
+        let (tx, acked) = tokio::sync::watch::channel(0usize);
+        tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                        tx.send_modify(|n| *n += 1);
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("the MQTT connection failed: {e}"),
+                }
+            }
+        });
+        MqttDevice {
+            client,
+            published: Default::default(),
+            acked,
+        }
+    }
+
+    async fn publish(&self, body: &Value) {
+        self.client
+            .publish(
+                "weir/telemetry",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                body.to_string(),
+            )
+            .await
+            .unwrap();
+        self.published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits for a PUBACK of every message: each is then on the bus.
+    async fn all_acknowledged(&self) {
+        let published = self.published.load(std::sync::atomic::Ordering::Relaxed);
+        let mut acked = self.acked.clone();
+        tokio::time::timeout(Duration::from_secs(30), acked.wait_for(|n| *n >= published))
+            .await
+            .expect("every MQTT message acknowledged")
+            .unwrap();
+    }
 }
 
 fn column_i64(batches: &[RecordBatch], name: &str) -> Vec<i64> {
@@ -181,9 +243,10 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
         });
     }
 
-    // d1 sends batches of five readings (fifteen seconds), the others one reading per
-    // request, all in time order but for the batching: nothing is later than the allowed
-    // lateness, so every reading counts.
+    // d1 sends batches of five readings (fifteen seconds), d2 one reading per MQTT message
+    // (QoS 1), d3 one reading per request, all in time order but for the batching: nothing is
+    // later than the allowed lateness, so every reading counts.
+    let mqtt = MqttDevice::connect(pipeline.mqtt_addr.expect("an MQTT listener"), "d2").await;
     let mut d1_batch: Vec<Value> = Vec::new();
     for s in &sent {
         if s.device == "d1" {
@@ -192,6 +255,8 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
                 let body = Value::Array(std::mem::take(&mut d1_batch));
                 assert_eq!(post(&client, &base, "d1", &body).await.status(), 202);
             }
+        } else if s.device == "d2" {
+            mqtt.publish(&s.body()).await;
         } else {
             let response = post(&client, &base, s.device, &s.body()).await;
             assert_eq!(response.status(), 202, "{:?}", response.text().await);
@@ -201,6 +266,7 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
         let body = Value::Array(d1_batch);
         assert_eq!(post(&client, &base, "d1", &body).await.status(), 202);
     }
+    mqtt.all_acknowledged().await;
     // Refused readings never reach the lake.
     let bad = post(
         &client,
@@ -222,6 +288,39 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
         400,
         "one bad reading refuses the whole request"
     );
+
+    // Both refused requests are kept as dead letters, seen by their tenant only.
+    let dead_letters = |tenant: &str| {
+        let request = client
+            .get(base.join("v1/dead-letters").unwrap())
+            .bearer_auth(&api_keys[tenant]);
+        async move {
+            let body: Value = request.send().await.unwrap().json().await.unwrap();
+            body["dead_letters"].as_array().unwrap().clone()
+        }
+    };
+    let mut letters = Vec::new();
+    for _ in 0..50 {
+        letters = dead_letters("fabrikam").await;
+        if letters.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["device"] == "d2" && l["protocol"] == "http-json")
+    );
+    assert!(
+        letters[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outside the valid range"),
+        "{letters:?}"
+    );
+    assert!(dead_letters("contoso").await.is_empty());
 
     // The live aggregates, once the processor has caught up, equal the oracle.
     let watermark_ms = sent.iter().map(|s| s.time_ms).max().unwrap();
@@ -417,4 +516,81 @@ async fn health_and_unknown_routes_answer() {
             0o600
         );
     }
+}
+
+/// Microsoft's Azure IoT device SDK for Python, unmodified, sends to weir as to an IoT hub:
+/// its connection string names weir, it connects over MQTT and TLS on port 8883 trusting
+/// weir's certificate, and each message it sends is in the lake with its properties.
+/// `WEIR_IOTHUB_SDK_PYTHON` names a Python with `azure-iot-device` (scripts/test makes one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_azure_iot_device_sdk_sends_to_weir() {
+    let Some(python) = std::env::var_os("WEIR_IOTHUB_SDK_PYTHON") else {
+        assert!(
+            std::env::var_os("WEIR_REQUIRE_IOTHUB_SDK").is_none(),
+            "WEIR_IOTHUB_SDK_PYTHON must name a Python with azure-iot-device"
+        );
+        eprintln!("SKIPPED: set WEIR_IOTHUB_SDK_PYTHON to a Python with azure-iot-device");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let pipeline = Pipeline::start(PipelineConfig {
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        roles: Roles::ALL,
+        drain_on_shutdown: true,
+        args: PipelineArgs {
+            tls_cert: Some(cert_path.clone()),
+            tls_key: Some(key_path),
+            // The SDK knows no other port.
+            mqtt_listen: Some("127.0.0.1:8883".parse().unwrap()),
+            ..args()
+        },
+    })
+    .await
+    .unwrap();
+    pipeline
+        .registry
+        .provision("fabrikam", vec![device("sdk-1", "b1")])
+        .await
+        .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/iothub_device_sdk.py"
+    );
+    let out = tokio::process::Command::new(python)
+        .args([script, "localhost", "sdk-1", KEY])
+        .arg(&cert_path)
+        .arg("5")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lake = pipeline.lake.clone();
+    pipeline.stop().await.unwrap();
+    let batches = sql::query(
+        &lake,
+        "SELECT seq, temperature, protocol, properties['temperatureAlert'] AS alert \
+         FROM telemetry WHERE device = 'sdk-1' ORDER BY seq",
+    )
+    .await
+    .unwrap();
+    assert_eq!(column_i64(&batches, "seq"), [100, 101, 102, 103, 104]);
+    let protocols = arrow::compute::cast(
+        batches[0].column_by_name("protocol").unwrap(),
+        &DataType::Utf8,
+    )
+    .unwrap();
+    assert_eq!(protocols.as_string::<i32>().value(0), "iothub-mqtt");
+    let alerts =
+        arrow::compute::cast(batches[0].column_by_name("alert").unwrap(), &DataType::Utf8).unwrap();
+    assert_eq!(alerts.as_string::<i32>().value(0), "false");
 }

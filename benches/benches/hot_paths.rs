@@ -8,8 +8,8 @@ use std::sync::Arc;
 use weir_benches::readings;
 
 use weir_common::sas::{self, SasToken};
+use weir_ingest::formats::{Context, json::translate};
 use weir_ingest::gateway::auth::Authenticator;
-use weir_ingest::reading::{Context, translate};
 use weir_ingest::registry::NewDevice;
 use weir_ingest::{Device, Registry};
 use weir_processor::WarmStore;

@@ -58,10 +58,22 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// How long a connection may carry nothing either way ([`IDLE_TIMEOUT`] is a good value).
     pub idle_timeout: Duration,
+    /// Application protocols offered in the TLS handshake: [`http_alpn`] for HTTP, none for
+    /// MQTT (whose clients rarely ask, and are refused when they ask for one not offered).
+    pub alpn: Vec<Vec<u8>>,
 }
 
-/// Loads a rustls server configuration from PEM files.
-pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, ListenerError> {
+/// The ALPN protocols of the HTTP listener.
+pub fn http_alpn() -> Vec<Vec<u8>> {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+}
+
+/// Loads a rustls server configuration from PEM files, offering the `alpn` protocols.
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+    alpn: Vec<Vec<u8>>,
+) -> Result<rustls::ServerConfig, ListenerError> {
     let pem = |what, path: &Path, reason: String| ListenerError::Pem {
         what,
         path: path.to_owned(),
@@ -82,7 +94,7 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Liste
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key_der)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn;
     Ok(config)
 }
 
@@ -195,7 +207,11 @@ pub struct Listener {
 impl Listener {
     pub async fn bind(config: &ListenerConfig) -> Result<Listener, ListenerError> {
         let acceptor = match &config.tls {
-            Some((cert, key)) => Some(TlsAcceptor::from(Arc::new(tls_config(cert, key)?))),
+            Some((cert, key)) => Some(TlsAcceptor::from(Arc::new(tls_config(
+                cert,
+                key,
+                config.alpn.clone(),
+            )?))),
             None => None,
         };
         let tcp = TcpListener::bind(config.addr)
@@ -420,6 +436,7 @@ mod tests {
             max_connections_per_ip: 16,
             max_connections: 16,
             idle_timeout: IDLE_TIMEOUT,
+            alpn: http_alpn(),
         })
         .await;
 
@@ -445,7 +462,7 @@ mod tests {
         // Files that are not what they should be are named in the error.
         let garbage = dir.path().join("garbage.pem");
         std::fs::write(&garbage, "not a certificate").unwrap();
-        let err = tls_config(&garbage, &cert_path).unwrap_err();
+        let err = tls_config(&garbage, &cert_path, http_alpn()).unwrap_err();
         assert!(err.to_string().contains("garbage.pem"), "{err}");
     }
 
@@ -468,6 +485,7 @@ mod tests {
             max_connections_per_ip: 4,
             max_connections: 4,
             idle_timeout: Duration::from_millis(200),
+            alpn: http_alpn(),
         })
         .await;
         let mut silent = TcpStream::connect(addr).await.unwrap();
@@ -487,6 +505,7 @@ mod tests {
             max_connections_per_ip: 2,
             max_connections: 100,
             idle_timeout: IDLE_TIMEOUT,
+            alpn: http_alpn(),
         })
         .await;
         let first = TcpStream::connect(addr).await.unwrap();

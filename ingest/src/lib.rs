@@ -2,15 +2,19 @@
 //!
 //! - [`registry`]: the devices weir knows, with their credentials and placement
 //!   (tenant, building, floor, room).
-//! - [`reading`]: the JSON reading format of `POST /v1/telemetry`, parsed and validated into
-//!   the canonical [`weir_schemas::Telemetry`].
-//! - [`gateway`]: the HTTP routes, device authentication, and producing to the bus.
+//! - [`formats`]: the wire formats devices speak (weir JSON, IoT Hub messages, SenML,
+//!   InfluxDB line protocol), each translated into the canonical [`weir_schemas::Telemetry`].
+//! - [`lorawan`]: network servers' uplink webhooks and the payload drivers of device models.
+//! - [`gateway`]: the doors (HTTP routes, the MQTT endpoint), device authentication, and the
+//!   one path to the bus.
 //!
-//! Invariant: a device is answered with success only after the bus acknowledged every record
-//! of its request; every rejection names what was wrong.
+//! Invariants: a device is answered with success only after the bus acknowledged every record
+//! of its message; every rejection names what was wrong; a message from an authenticated
+//! device that does not decode is kept on the dead-letter topic with the reason.
 
+pub mod formats;
 pub mod gateway;
-pub mod reading;
+pub mod lorawan;
 pub mod registry;
 
 pub use gateway::{Gateway, GatewayConfig};

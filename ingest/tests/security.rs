@@ -420,3 +420,179 @@ async fn a_flooding_device_and_an_over_quota_tenant_get_429() {
     assert!((1..=2).contains(&retry), "{retry}");
     assert_eq!(produced(&s.bus).await, 4);
 }
+
+/// The other doors for devices (IoT Hub HTTPS, SenML, InfluxDB writes, LoRaWAN webhooks) hold
+/// to the same rules: forged, expired or borrowed credentials, another tenant's devices and
+/// bombs are refused with precise codes, and nothing reaches the bus.
+#[tokio::test]
+async fn every_door_refuses_what_the_telemetry_route_refuses() {
+    let s = setup().await;
+    s.registry
+        .update_device(
+            "fabrikam",
+            "dev-a",
+            weir_ingest::registry::DevicePatch {
+                dev_eui: Some(Some("70B3D57ED0000001".into())),
+                model: Some(Some("cayenne-lpp".into())),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let later = now() + 3600;
+    let forged = token("dev-a", FORGED, later);
+    let expired = token("dev-a", KEY_A, now() - 3600);
+    let own = token("dev-a", KEY_A, later);
+    let bearer = |key: &str| format!("Bearer {key}");
+    let influx = |key: &str| format!("Token {key}");
+    let uplink = r#"{"time": "2026-11-24T12:00:00Z", "deviceInfo": {"devEui": "70b3d57ed0000001"},
+        "fCnt": 1, "fPort": 1, "data": "AWcBEA==", "rxInfo": []}"#;
+    let lines = "sensors,device=dev-a co2=600";
+    // What, route, Authorization, body; the status and code expected.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<String>,
+        &'a str,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "IoT Hub, forged",
+            "/devices/dev-a/messages/events",
+            Some(forged.clone()),
+            READING,
+            StatusCode::UNAUTHORIZED,
+            "wrong_signature",
+        ),
+        (
+            "IoT Hub, expired",
+            "/devices/dev-a/messages/events",
+            Some(expired.clone()),
+            READING,
+            StatusCode::UNAUTHORIZED,
+            "token_expired",
+        ),
+        (
+            "IoT Hub, no token",
+            "/devices/dev-a/messages/events",
+            None,
+            READING,
+            StatusCode::UNAUTHORIZED,
+            "missing_credentials",
+        ),
+        (
+            "IoT Hub, another tenant's device in the path",
+            "/devices/dev-c/messages/events",
+            Some(own.clone()),
+            READING,
+            StatusCode::UNAUTHORIZED,
+            "device_mismatch",
+        ),
+        (
+            "SenML, forged",
+            "/v1/senml",
+            Some(forged.clone()),
+            r#"[{"n": "temp", "u": "Cel", "v": 20}]"#,
+            StatusCode::UNAUTHORIZED,
+            "wrong_signature",
+        ),
+        (
+            "InfluxDB, forged token",
+            "/api/v2/write",
+            Some(influx(&forged)),
+            lines,
+            StatusCode::UNAUTHORIZED,
+            "wrong_signature",
+        ),
+        (
+            "InfluxDB, not a key",
+            "/api/v2/write",
+            Some(influx("wtk_guess")),
+            lines,
+            StatusCode::UNAUTHORIZED,
+            "wrong_token",
+        ),
+        (
+            "InfluxDB, no token",
+            "/write",
+            None,
+            lines,
+            StatusCode::UNAUTHORIZED,
+            "missing_credentials",
+        ),
+        (
+            "InfluxDB, another tenant's device",
+            "/api/v2/write",
+            Some(influx(&s.contoso)),
+            lines,
+            StatusCode::UNAUTHORIZED,
+            "unknown_device",
+        ),
+        (
+            "InfluxDB, the operator",
+            "/api/v2/write",
+            Some(influx(OPERATOR)),
+            lines,
+            StatusCode::FORBIDDEN,
+            "operator_cannot_send",
+        ),
+        (
+            "LoRaWAN, another tenant's DevEUI",
+            "/v1/lorawan/chirpstack",
+            Some(bearer(&s.contoso)),
+            uplink,
+            StatusCode::NOT_FOUND,
+            "unknown_dev_eui",
+        ),
+        (
+            "LoRaWAN, no key",
+            "/v1/lorawan/chirpstack",
+            None,
+            uplink,
+            StatusCode::UNAUTHORIZED,
+            "missing_credentials",
+        ),
+        (
+            "LoRaWAN, a device token",
+            "/v1/lorawan/chirpstack",
+            Some(own.clone()),
+            uplink,
+            StatusCode::UNAUTHORIZED,
+            "missing_credentials",
+        ),
+        (
+            "LoRaWAN, the operator",
+            "/v1/lorawan/chirpstack",
+            Some(bearer(OPERATOR)),
+            uplink,
+            StatusCode::FORBIDDEN,
+            "operator_cannot_send",
+        ),
+    ];
+    for (what, uri, auth, body, status, code) in cases {
+        let got = call(&s.gateway, "POST", uri, auth.as_deref(), body.to_owned()).await;
+        assert_eq!(got, (status, code.to_owned()), "{what}");
+    }
+    // A gzip bomb: small on the wire, far over the body limit once inflated.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut encoder, &vec![b' '; 1 << 20]).unwrap();
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < 4096);
+    let response = s
+        .gateway
+        .router()
+        .oneshot(
+            Request::post("/api/v2/write")
+                .header("authorization", influx(&s.fabrikam))
+                .header("content-encoding", "gzip")
+                .body(Body::from(bomb))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(produced(&s.bus).await, 0, "nothing reached the bus");
+}

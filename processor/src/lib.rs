@@ -3,6 +3,7 @@
 //! - [`window`]: the arithmetic of event-time panes and rolling windows (pure, property-tested).
 //! - [`store`]: the warm store, a concurrent map of building -> panes, with the watermark.
 //! - [`api`]: the read API over the warm store.
+//! - [`dead_letters`]: the latest dead letters of each tenant, and their read API.
 //! - [`Processor`]: the role, consuming `telemetry` in consumer group `weir-processor`.
 //!
 //! Invariant: an aggregate is exact for the readings it includes: every reading applied once,
@@ -10,6 +11,7 @@
 //! not applied (they still reach cold storage through the sink's own consumer group).
 
 pub mod api;
+pub mod dead_letters;
 pub mod emit;
 pub mod replay;
 mod role;

@@ -13,9 +13,11 @@
 
 pub mod arrow;
 pub(crate) mod codec;
+pub mod dead_letter;
 mod telemetry;
 
 pub use codec::{CodecError, TelemetryCodec};
+pub use dead_letter::DeadLetter;
 pub use telemetry::{Measure, Telemetry, protocol};
 
 /// The Avro schema of [`Telemetry`], as JSON.

@@ -36,6 +36,20 @@ pub struct Telemetry {
 pub mod protocol {
     /// `POST /v1/telemetry` with a JSON body.
     pub const HTTP_JSON: &str = "http-json";
+    /// Azure IoT Hub's device API over HTTPS (`POST /devices/{id}/messages/events`).
+    pub const IOTHUB_HTTP: &str = "iothub-http";
+    /// MQTT on weir's own topic, `weir/telemetry` (3.1.1 or 5).
+    pub const MQTT: &str = "mqtt";
+    /// Azure IoT Hub's device API over MQTT (`devices/{id}/messages/events/`).
+    pub const IOTHUB_MQTT: &str = "iothub-mqtt";
+    /// SenML JSON (RFC 8428) over HTTP.
+    pub const SENML: &str = "senml";
+    /// InfluxDB line protocol on `/api/v2/write` or `/write`.
+    pub const LINE_PROTOCOL: &str = "line-protocol";
+    /// LoRaWAN uplinks pushed by a network server's webhook.
+    pub const LORAWAN_THINGPARK: &str = "lorawan-thingpark";
+    pub const LORAWAN_TTS: &str = "lorawan-tts";
+    pub const LORAWAN_CHIRPSTACK: &str = "lorawan-chirpstack";
 }
 
 /// The well-known measurements: the nullable numeric fields of [`Telemetry`].

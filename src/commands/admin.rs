@@ -110,8 +110,13 @@ enum DevicesCommand {
         floor: Option<String>,
         #[arg(long)]
         room: Option<String>,
+        /// Device model; for LoRaWAN devices it picks the payload driver (see
+        /// `docs/protocols.md`).
         #[arg(long)]
         model: Option<String>,
+        /// LoRaWAN DevEUI (16 hex digits), for uplinks pushed by a network server.
+        #[arg(long)]
+        dev_eui: Option<String>,
         /// `registered` (must be enabled before it sends), `enabled` (the default), `disabled`.
         #[arg(long)]
         state: Option<String>,
@@ -164,6 +169,9 @@ enum DevicesCommand {
         room: Option<String>,
         #[arg(long)]
         model: Option<String>,
+        /// LoRaWAN DevEUI (16 hex digits).
+        #[arg(long)]
+        dev_eui: Option<String>,
         /// Only if the device is at this version.
         #[arg(long)]
         if_version: Option<u64>,
@@ -384,13 +392,14 @@ pub async fn devices(args: DevicesArgs) -> anyhow::Result<ExitCode> {
             floor,
             room,
             model,
+            dev_eui,
             state,
             tags,
             create_building,
         } => {
             let body = json!({
                 "id": id, "building": building, "floor": floor, "room": room, "model": model,
-                "state": state, "tags": pairs(&tags, "tag")?,
+                "dev_eui": dev_eui, "state": state, "tags": pairs(&tags, "tag")?,
             });
             let query = [("create_buildings", create_building.to_string())];
             let created = client
@@ -465,6 +474,7 @@ pub async fn devices(args: DevicesArgs) -> anyhow::Result<ExitCode> {
             floor,
             room,
             model,
+            dev_eui,
             if_version,
         } => {
             let mut patch = serde_json::Map::new();
@@ -473,6 +483,7 @@ pub async fn devices(args: DevicesArgs) -> anyhow::Result<ExitCode> {
                 ("floor", floor),
                 ("room", room),
                 ("model", model),
+                ("dev_eui", dev_eui),
             ] {
                 if let Some(value) = value {
                     patch.insert(name.into(), json!(value));

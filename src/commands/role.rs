@@ -29,6 +29,9 @@ pub async fn run(role: &'static str, args: UpArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     println!("weir {role} is up: listening on {}", pipeline.url());
+    if let Some(mqtt) = pipeline.mqtt_addr {
+        println!("MQTT on {mqtt}");
+    }
     pipeline.run_until(shutdown::signal()).await?;
     tracing::info!(role, "stopped cleanly");
     Ok(ExitCode::SUCCESS)

@@ -36,6 +36,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     );
     // On stdout, for people and scripts: where to send readings.
     println!("weir is up: listening on {}", pipeline.url());
+    if let Some(mqtt) = pipeline.mqtt_addr {
+        println!("MQTT on {mqtt}");
+    }
     pipeline.run_until(shutdown::signal()).await?;
     tracing::info!("weir stopped cleanly");
     Ok(ExitCode::SUCCESS)

@@ -16,6 +16,7 @@
 //!   the caller [`Subscription::seek`]s it first (how a sink resumes from its own checkpoint).
 
 pub mod conformance;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
 
@@ -24,6 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaBus, KafkaConfig};
 pub use memory::{MemoryBus, MemoryBusConfig};
 

@@ -158,8 +158,11 @@ impl Authenticator {
                 .to_str()
                 .map_err(|_| IngestError::MissingCredentials(name))
         };
-        let id = header(DEVICE_ID_HEADER)?;
-        let presented = header(DEVICE_KEY_HEADER)?;
+        self.key(header(DEVICE_ID_HEADER)?, header(DEVICE_KEY_HEADER)?)
+    }
+
+    /// Checks a device key (base64, either of the device's pair), compared in constant time.
+    pub fn key(&self, id: &str, presented: &str) -> Result<Arc<Device>, IngestError> {
         let device = self
             .registry
             .get(id)
@@ -173,6 +176,14 @@ impl Authenticator {
         }
         check_state(&device)?;
         Ok(device)
+    }
+
+    /// When a SAS token stops being valid (its expiry plus the allowed clock skew), in
+    /// seconds since the Unix epoch; `None` for text that is not a token.
+    pub fn token_valid_until(token: &str) -> Option<u64> {
+        SasToken::parse(token)
+            .ok()
+            .map(|t| t.expiry.saturating_add(CLOCK_SKEW_SECS))
     }
 }
 

@@ -8,7 +8,13 @@ use weir_common::bus::BusError;
 use weir_common::http::ApiError;
 use weir_schemas::CodecError;
 
-use crate::reading::ReadingError;
+use weir_common::http::BearerError;
+
+use crate::formats::ReadingError;
+use crate::formats::iothub::IotHubError;
+use crate::formats::line_protocol::LineProtocolError;
+use crate::formats::senml::SenmlError;
+use crate::lorawan::webhook::WebhookError;
 use crate::registry::{DeviceState, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +43,47 @@ pub enum IngestError {
     OperatorOnly(&'static str),
     #[error("the operator must name the tenant: add `?tenant=ID`")]
     TenantRequired,
+    #[error("the path names device `{path}` but the request is authenticated as `{authenticated}`")]
+    PathMismatch { path: String, authenticated: String },
+    #[error(
+        "the operator token administers; devices and network servers send with their own credentials"
+    )]
+    OperatorCannotWrite,
     #[error(transparent)]
     Reading(#[from] ReadingError),
+    #[error("IoT Hub message: {0}")]
+    IotHub(#[from] IotHubError),
+    #[error("SenML: {0}")]
+    Senml(#[from] SenmlError),
+    #[error("line protocol: {0}")]
+    LineProtocol(#[from] LineProtocolError),
+    #[error("line {}: a tenant key writes for many devices, so each line needs a `device` tag", index + 1)]
+    DeviceTagRequired { index: usize },
+    #[error("LoRaWAN uplink: {0}")]
+    Webhook(#[from] WebhookError),
+    #[error(
+        "topic `{0}` does not take messages; publish on weir/telemetry, weir/senml or devices/{{id}}/messages/events/"
+    )]
+    TopicNotAllowed(String),
+    #[error("no LoRaWAN network `{0}`; use thingpark, tts or chirpstack")]
+    UnknownNetwork(String),
+    #[error("no device of this tenant has DevEUI {0}")]
+    UnknownDevEui(String),
+    #[error(
+        "{}; set the device's model to one with a payload driver: {known}",
+        match model { Some(m) => format!("no payload driver for model `{m}`"), None => "the device has no model".to_owned() }
+    )]
+    NoDriver {
+        model: Option<String>,
+        known: String,
+    },
+    #[error("the {driver} driver cannot decode the payload: {reason}")]
+    Undecodable {
+        driver: &'static str,
+        reason: String,
+    },
+    #[error("content encoding `{0}` is not supported; send gzip or no encoding")]
+    UnsupportedEncoding(String),
     #[error("the request body is larger than the limit of {max_bytes} bytes")]
     BodyTooLarge { max_bytes: usize },
     #[error("the request body is not valid: {0}")]
@@ -68,6 +113,33 @@ pub enum IngestError {
     Codec(#[from] CodecError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl IngestError {
+    /// Whether this is about what an authenticated sender sent, which then belongs in the
+    /// dead letters, rather than about who sent it or the state of the gateway.
+    pub fn is_undecodable(&self) -> bool {
+        use IngestError as E;
+        matches!(
+            self,
+            E::Reading(_)
+                | E::IotHub(_)
+                | E::Senml(_)
+                | E::LineProtocol(_)
+                | E::DeviceTagRequired { .. }
+                | E::Webhook(_)
+                | E::NoDriver { .. }
+                | E::Undecodable { .. }
+        )
+    }
+}
+
+/// A bearer token's rejection as the gateway's error.
+pub(crate) fn bearer_error(error: BearerError) -> IngestError {
+    match error {
+        BearerError::Missing => IngestError::MissingBearer,
+        BearerError::Wrong => IngestError::WrongBearer,
+    }
 }
 
 impl From<&IngestError> for ApiError {
@@ -108,6 +180,27 @@ impl From<&IngestError> for ApiError {
                 R::DeviceMismatch { .. } => (StatusCode::FORBIDDEN, "device_mismatch"),
                 R::NoMeasurement { .. } => (StatusCode::BAD_REQUEST, "no_measurement"),
             },
+            E::PathMismatch { .. } => (StatusCode::UNAUTHORIZED, "device_mismatch"),
+            E::OperatorCannotWrite => (StatusCode::FORBIDDEN, "operator_cannot_send"),
+            E::IotHub(e) => match e {
+                IotHubError::ContentType(_) | IotHubError::ContentEncoding(_) => {
+                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+                }
+                IotHubError::TooMany { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_readings"),
+                _ => (StatusCode::BAD_REQUEST, "invalid_message"),
+            },
+            E::Senml(_) => (StatusCode::BAD_REQUEST, "invalid_senml"),
+            E::LineProtocol(_) => (StatusCode::BAD_REQUEST, "invalid_line_protocol"),
+            E::DeviceTagRequired { .. } => (StatusCode::BAD_REQUEST, "device_tag_required"),
+            E::Webhook(_) => (StatusCode::BAD_REQUEST, "invalid_uplink"),
+            E::TopicNotAllowed(_) => (StatusCode::BAD_REQUEST, "topic_not_allowed"),
+            E::UnknownNetwork(_) => (StatusCode::NOT_FOUND, "unknown_network"),
+            E::UnknownDevEui(_) => (StatusCode::NOT_FOUND, "unknown_dev_eui"),
+            E::NoDriver { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "no_driver"),
+            E::Undecodable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "undecodable_payload"),
+            E::UnsupportedEncoding(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding")
+            }
             E::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             E::OverQuota { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "over_quota"),
             E::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),

@@ -1,37 +1,42 @@
-//! The gateway role: HTTP routes that take readings from devices and put them on the bus.
+//! The gateway role: the doors readings come in by, and the one path they take to the bus.
 //!
-//! Routes (merged into the binary's one listener):
-//! - `POST /v1/telemetry`: readings of one device, authenticated by [`auth`]; answered 202 only
-//!   once the bus acknowledged every record of the request.
-//! - the admin API under `/v1/tenants`, `/v1/buildings/{id}` and `/v1/devices` ([`admin`]).
+//! - [`adapters`]: the HTTP routes of each wire format (weir JSON, IoT Hub, SenML, InfluxDB
+//!   line protocol, LoRaWAN network servers), merged into the binary's one listener;
+//! - [`mqtt`]: the MQTT endpoint (weir's topic and IoT Hub's), on a listener of its own;
+//! - [`admin`]: the registry's API under `/v1/tenants`, `/v1/buildings/{id}`, `/v1/devices`.
+//!
+//! Whatever the door, a message goes: authenticate ([`auth`]) and admit ([`limits`]), decode
+//! into records ([`crate::formats`]), then [`Gateway::deliver`]: the tenant's quota, Avro,
+//! produce, and wait for the bus. A device is told it succeeded only after that wait. A message
+//! from an authenticated device that does not decode is kept on `telemetry-dlq` with the reason
+//! ([`Gateway::reject`]), and the device is told what was wrong.
 
+pub mod adapters;
 pub mod admin;
 pub mod auth;
 mod error;
 pub mod limits;
+pub mod mqtt;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::post;
-use serde::Serialize;
 use weir_common::bus::{Bus, Record};
 use weir_common::topics::Topics;
-use weir_schemas::{TelemetryCodec, protocol};
+use weir_schemas::{DeadLetter, Telemetry, TelemetryCodec};
 
 pub use error::IngestError;
 
-use crate::reading::{self, Context};
+use crate::formats::{self, Context, Draft};
 use crate::registry::{ApiTokens, Device, Registry};
 
-/// How long a client may take to send a request body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a dead letter may take to be produced before it is given up (and logged).
+const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Limits and timeouts of the gateway.
 #[derive(Debug, Clone)]
@@ -83,12 +88,12 @@ struct Inner {
     tokens: ApiTokens,
     limits: limits::Limits,
     bus: Arc<dyn Bus>,
+    /// LoRaWAN frames seen lately, so that each is stored once.
+    lorawan_dedup: crate::lorawan::Dedup,
 }
 
-#[derive(Serialize)]
-struct Accepted {
-    accepted: usize,
-}
+/// LoRaWAN frames remembered for deduplication: minutes of uplinks at Fabrikam's rate.
+const LORAWAN_DEDUP_FRAMES: usize = 200_000;
 
 impl Gateway {
     pub fn new(config: GatewayConfig, registry: Arc<Registry>, bus: Arc<dyn Bus>) -> Self {
@@ -103,6 +108,7 @@ impl Gateway {
                 config,
                 auth: auth::Authenticator::new(registry),
                 bus,
+                lorawan_dedup: crate::lorawan::Dedup::new(LORAWAN_DEDUP_FRAMES),
             }),
         }
     }
@@ -118,36 +124,88 @@ impl Gateway {
         self.inner.auth.registry()
     }
 
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
     /// The gateway's HTTP routes.
     pub fn router(&self) -> Router {
-        // The limit is checked by axum before the body is buffered; one byte more than the
-        // limit answers 413 without reading the rest.
-        Router::new()
-            .route(
-                "/v1/telemetry",
-                post(post_telemetry).layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes)),
-            )
+        adapters::router(&self.inner.config)
             .merge(admin::router())
             .with_state(self.clone())
     }
 
-    /// Translates, produces and waits for the bus: the whole path of one request, once its
-    /// sender is admitted.
-    async fn ingest(&self, sender: &Sender, body: &[u8]) -> Result<usize, IngestError> {
-        let device = &sender.device;
-        let ctx = Context {
+    /// What the decoding of `device`'s message needs to know.
+    pub(crate) fn context<'a>(&self, device: &'a Device, protocol: &'static str) -> Context<'a> {
+        Context {
             device,
-            protocol: protocol::HTTP_JSON,
+            protocol,
             ingest_time_us: now_micros(),
             max_clock_skew_us: i64::try_from(self.inner.config.max_clock_skew.as_micros())
                 .unwrap_or(i64::MAX),
-        };
-        let readings = reading::translate(body, &ctx, self.inner.config.max_readings_per_request)?;
-        self.inner
-            .limits
-            .tenant_readings(&device.tenant, readings.len())?;
+        }
+    }
+
+    /// Completes `drafts` of `device`'s message into records and delivers them; a message
+    /// that does not decode or complete goes to the dead letters.
+    pub(crate) async fn ingest_drafts(
+        &self,
+        device: &Device,
+        protocol: &'static str,
+        raw: &[u8],
+        drafts: Result<Vec<Draft>, IngestError>,
+    ) -> Result<usize, IngestError> {
+        let ctx = self.context(device, protocol);
+        let records = drafts.and_then(|drafts| {
+            if drafts.is_empty() {
+                return Err(formats::ReadingError::Empty.into());
+            }
+            drafts
+                .into_iter()
+                .enumerate()
+                .map(|(index, draft)| formats::build(index, draft, &ctx).map_err(IngestError::from))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match records {
+            Ok(records) => self.deliver(&device.tenant, records).await,
+            Err(e) => Err(self
+                .reject(&device.tenant, Some(&device.id), protocol, raw, e)
+                .await),
+        }
+    }
+
+    /// weir's own JSON readings from `device`: the hot path, straight to records.
+    pub(crate) async fn ingest_json(
+        &self,
+        device: &Device,
+        protocol: &'static str,
+        body: &[u8],
+    ) -> Result<usize, IngestError> {
+        let ctx = self.context(device, protocol);
+        match formats::json::translate(body, &ctx, self.inner.config.max_readings_per_request) {
+            Ok(records) => self.deliver(&device.tenant, records).await,
+            Err(e) => {
+                let e = IngestError::from(e);
+                Err(self
+                    .reject(&device.tenant, Some(&device.id), protocol, body, e)
+                    .await)
+            }
+        }
+    }
+
+    /// Puts `records` of `tenant` on the bus, and returns once the bus acknowledged all of
+    /// them: the one way into the `telemetry` topic.
+    pub(crate) async fn deliver(
+        &self,
+        tenant: &str,
+        records: Vec<Telemetry>,
+    ) -> Result<usize, IngestError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        self.inner.limits.tenant_readings(tenant, records.len())?;
         let codec = TelemetryCodec::global();
-        let records = readings
+        let records = records
             .iter()
             .map(|r| {
                 Ok(Record {
@@ -168,14 +226,72 @@ impl Gateway {
             )),
         }
     }
+
+    /// Keeps a message that does not decode on the dead-letter topic, when `error` says it
+    /// does not; returns `error` to answer the sender with.
+    pub(crate) async fn reject(
+        &self,
+        tenant: &str,
+        device: Option<&str>,
+        protocol: &'static str,
+        raw: &[u8],
+        error: IngestError,
+    ) -> IngestError {
+        if !error.is_undecodable() {
+            return error;
+        }
+        let mut letter = DeadLetter::new(protocol, error.to_string(), raw, now_micros());
+        letter.tenant = Some(tenant.to_owned());
+        letter.device = device.map(str::to_owned);
+        let record = Record {
+            key: tenant.as_bytes().to_vec().into(),
+            value: letter.to_json().into(),
+            timestamp_ms: letter.received_us / 1000,
+        };
+        let topic = self.inner.config.topics.telemetry_dlq();
+        let produce = self.inner.bus.produce(&topic, vec![record]);
+        match tokio::time::timeout(DEAD_LETTER_TIMEOUT, produce).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "a dead letter could not be produced"),
+            Err(_) => tracing::warn!("a dead letter was not acknowledged in time"),
+        }
+        error
+    }
+
+    pub(crate) fn auth(&self) -> &auth::Authenticator {
+        &self.inner.auth
+    }
+
+    pub(crate) fn limits(&self) -> &limits::Limits {
+        &self.inner.limits
+    }
+
+    pub(crate) fn lorawan_dedup(&self) -> &crate::lorawan::Dedup {
+        &self.inner.lorawan_dedup
+    }
+
+    pub(crate) fn tokens(&self) -> &ApiTokens {
+        &self.inner.tokens
+    }
 }
 
 /// A device admitted to send: a place among the requests in flight, authenticated, within its
 /// rate. As an extractor it runs on the headers alone, before the body is read, so requests
 /// that will be refused never get a body buffered.
-struct Sender {
-    device: Arc<Device>,
+pub(crate) struct Sender {
+    pub device: Arc<Device>,
     _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Gateway {
+    /// A place among the requests in flight, or 503 at once.
+    pub(crate) fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, IngestError> {
+        self.inner
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| IngestError::Overloaded(self.inner.config.max_in_flight))
+    }
 }
 
 impl FromRequestParts<Gateway> for Sender {
@@ -183,11 +299,7 @@ impl FromRequestParts<Gateway> for Sender {
 
     async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, IngestError> {
         let inner = &gateway.inner;
-        let permit = inner
-            .in_flight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| IngestError::Overloaded(inner.config.max_in_flight))?;
+        let permit = gateway.permit()?;
         let device = inner.auth.authenticate(&parts.headers, now_secs())?;
         inner.limits.device_request(&device.id)?;
         Ok(Sender {
@@ -195,23 +307,6 @@ impl FromRequestParts<Gateway> for Sender {
             _permit: permit,
         })
     }
-}
-
-async fn post_telemetry(
-    State(gateway): State<Gateway>,
-    sender: Sender,
-    request: axum::extract::Request,
-) -> Result<(StatusCode, axum::Json<Accepted>), IngestError> {
-    // A body that trickles in is cut off rather than hold its place among the requests in
-    // flight; the size limit (DefaultBodyLimit) applies as it is read.
-    let body = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(request, &()))
-        .await
-        .map_err(|_| {
-            IngestError::InvalidBody(format!("the body did not arrive within {BODY_TIMEOUT:?}"))
-        })?
-        .map_err(|r| body_error(r, gateway.inner.config.max_body_bytes))?;
-    let accepted = gateway.ingest(&sender, &body).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(Accepted { accepted })))
 }
 
 /// The body extractor's rejection as our error, so that it gets the standard JSON body.
@@ -223,7 +318,7 @@ pub(crate) fn body_error(rejection: BytesRejection, max_bytes: usize) -> IngestE
     }
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

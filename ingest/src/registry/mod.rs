@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 pub use log::{BusLog, Change, Entity, FileLog, MemoryLog, RegistryLog};
-pub use model::{Building, Device, DeviceKeys, DeviceState, KeySlot, Tenant};
+pub use model::{Building, Device, DeviceKeys, DeviceState, KeySlot, Tenant, normalise_dev_eui};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -83,6 +83,9 @@ pub struct NewDevice {
     pub room: Option<String>,
     #[serde(default)]
     pub model: Option<String>,
+    /// LoRaWAN DevEUI, for devices whose uplinks come through a network server.
+    #[serde(default)]
+    pub dev_eui: Option<String>,
     /// `enabled` when absent.
     #[serde(default)]
     pub state: Option<DeviceState>,
@@ -121,6 +124,8 @@ pub struct DevicePatch {
     pub room: Option<Option<String>>,
     #[serde(default, with = "double_option")]
     pub model: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub dev_eui: Option<Option<String>>,
     #[serde(default)]
     pub tags: Option<std::collections::BTreeMap<String, String>>,
 }
@@ -166,6 +171,8 @@ pub struct Registry {
     /// `tenant/building` to the building.
     buildings: papaya::HashMap<String, Arc<Building>>,
     devices: papaya::HashMap<String, Arc<Device>>,
+    /// LoRaWAN DevEUI to device id.
+    dev_euis: papaya::HashMap<String, String>,
     /// `(tenant, device id)`, ordered: listings page through it.
     order: RwLock<BTreeSet<(String, String)>>,
     log: Box<dyn RegistryLog>,
@@ -173,7 +180,13 @@ pub struct Registry {
     writer: tokio::sync::Mutex<()>,
     /// With a shared log: the offset through which its changes are applied here.
     applied: tokio::sync::watch::Sender<Option<u64>>,
+    /// Ids of devices as they change, for whoever holds something a device was granted
+    /// (an open MQTT connection) and must look again.
+    device_changes: tokio::sync::broadcast::Sender<Arc<str>>,
 }
+
+/// Device changes a slow watcher may fall behind by before it is told it lagged.
+const DEVICE_CHANGES_BUFFER: usize = 4096;
 
 /// How long a write waits to see itself come back from a shared log.
 const APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -197,10 +210,12 @@ impl Registry {
             tenant_keys: papaya::HashMap::new(),
             buildings: papaya::HashMap::new(),
             devices: papaya::HashMap::new(),
+            dev_euis: papaya::HashMap::new(),
             order: RwLock::new(BTreeSet::new()),
             log,
             writer: tokio::sync::Mutex::new(()),
             applied: tokio::sync::watch::Sender::new(None),
+            device_changes: tokio::sync::broadcast::Sender::new(DEVICE_CHANGES_BUFFER),
         };
         for change in changes {
             registry.apply(change);
@@ -269,9 +284,20 @@ impl Registry {
                         return false;
                     }
                     order.remove(&(old.tenant.clone(), old.id.clone()));
+                    if let Some(eui) = &old.dev_eui
+                        && old.dev_eui != device.dev_eui
+                    {
+                        self.dev_euis.pin().remove(eui);
+                    }
+                }
+                if let Some(eui) = &device.dev_eui {
+                    self.dev_euis.pin().insert(eui.clone(), device.id.clone());
                 }
                 order.insert((device.tenant.clone(), device.id.clone()));
+                let id: Arc<str> = Arc::from(device.id.as_str());
                 devices.insert(device.id.clone(), Arc::new(device));
+                // Nobody watching is no error.
+                let _ = self.device_changes.send(id);
             }
         }
         true
@@ -312,6 +338,13 @@ impl Registry {
         {
             let mut order = self.order.write().unwrap_or_else(|e| e.into_inner());
             order.remove(&(old.tenant.clone(), old.id.clone()));
+            if let Some(eui) = &old.dev_eui {
+                self.dev_euis
+                    .pin()
+                    .remove_if(eui, |_, id| *id == old.id)
+                    .ok();
+            }
+            let _ = self.device_changes.send(Arc::from(old.id.as_str()));
         }
     }
 
@@ -369,6 +402,32 @@ impl Registry {
     /// absent as one that does not exist.
     pub fn device(&self, tenant: &str, id: &str) -> Option<Arc<Device>> {
         self.get(id).filter(|d| d.tenant == tenant)
+    }
+
+    /// The ids of devices as they change (created, updated, disabled, revoked, deleted),
+    /// here or on any gateway sharing the registry. A receiver that falls behind gets
+    /// `Lagged` and must look at every device it cares about.
+    pub fn watch_devices(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.device_changes.subscribe()
+    }
+
+    /// A DevEUI names one device: network servers' uplinks are found by it.
+    fn check_dev_eui_free(&self, device: &Device) -> Result<(), RegistryError> {
+        if let Some(eui) = &device.dev_eui
+            && let Some(holder) = self.dev_euis.pin().get(eui)
+            && *holder != device.id
+        {
+            return Err(RegistryError::Conflict(format!(
+                "DevEUI {eui} belongs to another device"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The device of `tenant` with LoRaWAN DevEUI `eui` (any spelling).
+    pub fn device_by_dev_eui(&self, tenant: &str, eui: &str) -> Option<Arc<Device>> {
+        let id = self.dev_euis.pin().get(&normalise_dev_eui(eui))?.clone();
+        self.device(tenant, &id)
     }
 
     pub fn len(&self) -> usize {
@@ -617,9 +676,11 @@ impl Registry {
                     floor: new.floor,
                     room: new.room,
                     model: new.model,
+                    dev_eui: new.dev_eui.as_deref().map(normalise_dev_eui),
                     tags: new.tags,
                 };
                 device.validate()?;
+                self.check_dev_eui_free(&device)?;
                 if previous.is_some_and(|d| d.state == DeviceState::Revoked)
                     && device.state != DeviceState::Revoked
                 {
@@ -688,6 +749,10 @@ impl Registry {
             }
             if let Some(model) = patch.model {
                 device.model = model;
+            }
+            if let Some(eui) = patch.dev_eui {
+                device.dev_eui = eui.as_deref().map(normalise_dev_eui);
+                self.check_dev_eui_free(device)?;
             }
             if let Some(tags) = patch.tags {
                 device.tags = tags;

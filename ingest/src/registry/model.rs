@@ -129,6 +129,9 @@ pub struct Device {
     /// The device model, which names its payload driver for protocols that need one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// LoRaWAN DevEUI, 16 lowercase hex digits: how network servers' uplinks find the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_eui: Option<String>,
     pub state: DeviceState,
     pub keys: DeviceKeys,
     /// Free-form labels, for filtering.
@@ -154,6 +157,7 @@ impl Device {
             floor: None,
             room: None,
             model: None,
+            dev_eui: None,
             state: DeviceState::Enabled,
             keys: DeviceKeys::generate(),
             tags: BTreeMap::new(),
@@ -305,6 +309,9 @@ impl Device {
                 check_name(field, value)?;
             }
         }
+        if let Some(eui) = &self.dev_eui {
+            check_dev_eui(eui)?;
+        }
         check_key("keys.primary", &self.keys.primary)?;
         check_key("keys.secondary", &self.keys.secondary)?;
         if self.tags.len() > MAX_TAGS {
@@ -324,4 +331,28 @@ impl Device {
         }
         Ok(())
     }
+}
+
+/// A DevEUI as the registry keeps it: 16 lowercase hex digits.
+pub fn check_dev_eui(eui: &str) -> Result<(), RegistryError> {
+    if eui.len() == 16
+        && eui
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid {
+            field: "dev_eui",
+            reason: format!("`{eui}` is not 16 hex digits"),
+        })
+    }
+}
+
+/// A DevEUI as people write it (`70-B3-D5-7E-D0-05-12-34`, `70B3D57ED0051234`), normalised.
+pub fn normalise_dev_eui(eui: &str) -> String {
+    eui.chars()
+        .filter(|c| !matches!(c, '-' | ':' | ' '))
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }

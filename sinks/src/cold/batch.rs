@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use tokio::time::Instant;
 use weir_common::bus::{Message, Offset, Partition, Record};
-use weir_schemas::Telemetry;
+use weir_schemas::{DeadLetter, Telemetry};
 
 #[derive(Default)]
 pub struct Batch {
@@ -29,15 +28,20 @@ impl Batch {
 
     /// Keeps a message that does not decode, with why, for the dead-letter topic.
     pub fn push_dead(&mut self, message: &Message, reason: String) {
-        let envelope = serde_json::json!({
-            "reason": reason,
-            "partition": message.partition,
-            "offset": message.offset,
-            "value_base64": base64::engine::general_purpose::STANDARD.encode(&message.value),
-        });
+        let mut letter = DeadLetter::new(
+            "bus",
+            reason,
+            &message.value,
+            message.timestamp_ms.saturating_mul(1000),
+        );
+        // The key is `tenant/building`: the tenant is known even when the value is not.
+        let tenant = message.key.split(|b| *b == b'/').next().unwrap_or_default();
+        letter.tenant = Some(String::from_utf8_lossy(tenant).into_owned());
+        letter.partition = Some(message.partition);
+        letter.offset = Some(message.offset);
         self.dead.push(Record {
-            key: message.key.clone(),
-            value: serde_json::to_vec(&envelope).unwrap_or_default().into(),
+            key: tenant.to_vec().into(),
+            value: letter.to_json().into(),
             timestamp_ms: message.timestamp_ms,
         });
         self.advance(message.partition, message.offset);

@@ -105,7 +105,7 @@ async fn every_record_lands_once_partitioned_by_tenant_and_date() {
     let mut dlq = bus.subscribe(topics::TELEMETRY_DLQ, "check").await.unwrap();
     let dead = weir_common::bus::conformance::read(dlq.as_mut(), 1).await;
     let envelope: serde_json::Value = serde_json::from_slice(&dead[0].value).unwrap();
-    assert_eq!(envelope["value_base64"], "Z2FyYmFnZQ==");
+    assert_eq!(envelope["payload_base64"], "Z2FyYmFnZQ==");
     assert!(
         envelope["reason"].as_str().unwrap().contains("decode"),
         "{envelope}"

@@ -125,6 +125,8 @@ struct CsvRow {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
+    dev_eui: Option<String>,
+    #[serde(default)]
     state: Option<DeviceState>,
     #[serde(default)]
     primary_key: Option<String>,
@@ -173,6 +175,7 @@ fn from_csv(body: &[u8]) -> Result<Vec<NewDevice>, IngestError> {
             floor: blank(row.floor),
             room: blank(row.room),
             model: blank(row.model),
+            dev_eui: blank(row.dev_eui),
             state: row.state,
             keys,
             tags,
