@@ -30,6 +30,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
 use super::Draft;
+use super::json::kind;
 
 /// Most application properties on one message, as IoT Hub allows.
 const MAX_APP_PROPERTIES: usize = 64;
@@ -330,17 +331,6 @@ fn rfc3339_micros(text: &str) -> Result<i64, IotHubError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_micros())
         .map_err(|_| IotHubError::CreationTime(text.to_owned()))
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

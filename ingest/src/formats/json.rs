@@ -60,7 +60,8 @@ pub fn translate(
         .collect()
 }
 
-fn kind(value: &Value) -> &'static str {
+/// What a JSON value is, for error messages.
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -71,7 +71,7 @@ use std::collections::hash_map::Entry;
 
 use influxdb_line_protocol::{FieldValue, ParsedLine, parse_lines, split_lines};
 
-use super::Draft;
+use super::{Draft, Full};
 
 /// Most values one draft may carry.
 const MAX_VALUES: usize = 64;
@@ -475,17 +475,12 @@ fn add_value(
     name: String,
     value: f64,
 ) -> Result<(), LineProtocolError> {
-    if draft.values.iter().any(|(n, _)| *n == name) {
-        return Ok(());
-    }
-    if draft.values.len() >= MAX_VALUES {
-        return Err(LineProtocolError::TooManyValues {
+    draft
+        .add_value(name, value, MAX_VALUES)
+        .map_err(|Full| LineProtocolError::TooManyValues {
             line,
             max: MAX_VALUES,
-        });
-    }
-    draft.values.push((name, value));
-    Ok(())
+        })
 }
 
 /// Adds a property unless the draft already has one with that key (the first one wins).
@@ -495,17 +490,12 @@ fn add_property(
     key: &str,
     value: &str,
 ) -> Result<(), LineProtocolError> {
-    if draft.properties.iter().any(|(k, _)| k == key) {
-        return Ok(());
-    }
-    if draft.properties.len() >= MAX_PROPERTIES {
-        return Err(LineProtocolError::TooManyProperties {
+    draft
+        .add_property(key, value, MAX_PROPERTIES)
+        .map_err(|Full| LineProtocolError::TooManyProperties {
             line,
             max: MAX_PROPERTIES,
-        });
-    }
-    draft.properties.push((key.to_owned(), value.to_owned()));
-    Ok(())
+        })
 }
 
 /// Input quoted back in an error message, cut short so a hostile body cannot make the error
@@ -523,6 +513,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    use crate::formats::testing::{props, values};
+
     fn parse_ns(body: &str) -> Result<Vec<Draft>, LineProtocolError> {
         parse(body, Precision::Nanoseconds, 1000)
     }
@@ -531,17 +523,6 @@ mod tests {
         let mut drafts = parse_ns(body).expect("body should parse");
         assert_eq!(drafts.len(), 1, "expected one draft: {drafts:?}");
         drafts.remove(0)
-    }
-
-    fn values(pairs: &[(&str, f64)]) -> Vec<(String, f64)> {
-        pairs.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect()
-    }
-
-    fn props(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
     }
 
     fn message(body: &str) -> String {

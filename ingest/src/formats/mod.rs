@@ -104,6 +104,36 @@ pub struct Draft {
     pub properties: Vec<(String, String)>,
 }
 
+/// A draft already holds as many entries of a kind as a reading may carry.
+#[derive(Debug)]
+pub(crate) struct Full;
+
+impl Draft {
+    /// Adds a value unless the draft already has one by that name: the first one wins.
+    pub(crate) fn add_value(&mut self, name: String, value: f64, max: usize) -> Result<(), Full> {
+        if self.values.iter().any(|(n, _)| *n == name) {
+            return Ok(());
+        }
+        if self.values.len() >= max {
+            return Err(Full);
+        }
+        self.values.push((name, value));
+        Ok(())
+    }
+
+    /// Adds a property unless the draft already has one with that key: the first one wins.
+    pub(crate) fn add_property(&mut self, key: &str, value: &str, max: usize) -> Result<(), Full> {
+        if self.properties.iter().any(|(k, _)| k == key) {
+            return Ok(());
+        }
+        if self.properties.len() >= max {
+            return Err(Full);
+        }
+        self.properties.push((key.to_owned(), value.to_owned()));
+        Ok(())
+    }
+}
+
 /// Completes a draft of `ctx.device` into a record: placement from the registry, the
 /// sequence number (see [`derived_seq`]) and every value checked.
 pub fn build(index: usize, draft: Draft, ctx: &Context<'_>) -> Result<Telemetry, ReadingError> {
@@ -275,4 +305,19 @@ fn format_micros(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .map(|t| t.to_rfc3339())
         .unwrap_or_else(|| format!("{micros} µs"))
+}
+
+/// Test helpers of the formats: a draft's values and properties from literals.
+#[cfg(test)]
+pub(crate) mod testing {
+    pub fn values(pairs: &[(&str, f64)]) -> Vec<(String, f64)> {
+        pairs.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect()
+    }
+
+    pub fn props(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
 }

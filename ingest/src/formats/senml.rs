@@ -103,7 +103,7 @@ use serde::Deserializer as _;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::Draft;
+use super::{Draft, Full};
 
 /// Most values one draft may carry.
 const MAX_VALUES: usize = 64;
@@ -980,32 +980,22 @@ fn unit_suffix(unit: &str) -> String {
 
 /// Adds a value unless the draft already has one by that name (the first one wins).
 fn add_value(draft: &mut Draft, index: usize, name: String, value: f64) -> Result<(), SenmlError> {
-    if draft.values.iter().any(|(n, _)| *n == name) {
-        return Ok(());
-    }
-    if draft.values.len() >= MAX_VALUES {
-        return Err(SenmlError::TooManyValues {
+    draft
+        .add_value(name, value, MAX_VALUES)
+        .map_err(|Full| SenmlError::TooManyValues {
             index,
             max: MAX_VALUES,
-        });
-    }
-    draft.values.push((name, value));
-    Ok(())
+        })
 }
 
 /// Adds a property unless the draft already has one with that key (the first one wins).
 fn add_property(draft: &mut Draft, index: usize, key: &str, value: &str) -> Result<(), SenmlError> {
-    if draft.properties.iter().any(|(k, _)| k == key) {
-        return Ok(());
-    }
-    if draft.properties.len() >= MAX_PROPERTIES {
-        return Err(SenmlError::TooManyProperties {
+    draft
+        .add_property(key, value, MAX_PROPERTIES)
+        .map_err(|Full| SenmlError::TooManyProperties {
             index,
             max: MAX_PROPERTIES,
-        });
-    }
-    draft.properties.push((key.to_owned(), value.to_owned()));
-    Ok(())
+        })
 }
 
 /// A number for an error message: plain when short, in exponent form when huge or tiny, as
@@ -1033,6 +1023,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    use crate::formats::testing::{props, values};
+
     /// The gateway's clock in the tests: 2023-11-14T22:13:20Z.
     const NOW: i64 = 1_700_000_000_000_000;
 
@@ -1044,17 +1036,6 @@ mod tests {
         let mut drafts = parse_now(body).expect("pack should parse");
         assert_eq!(drafts.len(), 1, "expected one draft: {drafts:?}");
         drafts.remove(0)
-    }
-
-    fn values(pairs: &[(&str, f64)]) -> Vec<(String, f64)> {
-        pairs.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect()
-    }
-
-    fn props(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
     }
 
     fn message(body: &str) -> String {

@@ -242,21 +242,11 @@ static TYPES: &[LppType] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lorawan::drivers::assert_close;
     use proptest::prelude::*;
 
     fn decode(bytes: &[u8]) -> Result<Vec<Measurement>, DecodeError> {
         CayenneLpp.decode(1, bytes)
-    }
-
-    fn assert_close(got: &[Measurement], want: &[(&str, f64)]) {
-        assert_eq!(got.len(), want.len(), "got {got:?}");
-        for ((name, value), (want_name, want_value)) in got.iter().zip(want) {
-            assert_eq!(name, want_name);
-            assert!(
-                (value - want_value).abs() < 1e-9,
-                "{name}: {value} != {want_value}"
-            );
-        }
     }
 
     // Source: myDevices Cayenne LPP documentation, example "Device with 2

@@ -149,21 +149,11 @@ fn push_probe(out: &mut Out, raw: i16, disconnected: bool) -> Result<(), DecodeE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lorawan::drivers::assert_close;
     use proptest::prelude::*;
 
     fn decode(bytes: &[u8]) -> Result<Vec<Measurement>, DecodeError> {
         DraginoLht65.decode(2, bytes)
-    }
-
-    fn assert_close(got: &[Measurement], want: &[(&str, f64)]) {
-        assert_eq!(got.len(), want.len(), "got {got:?}");
-        for ((name, value), (want_name, want_value)) in got.iter().zip(want) {
-            assert_eq!(name, want_name);
-            assert!(
-                (value - want_value).abs() < 1e-9,
-                "{name}: {value} != {want_value}"
-            );
-        }
     }
 
     // Source: TheThingsNetwork/lorawan-devices vendor/dragino/lht65-codec.yaml

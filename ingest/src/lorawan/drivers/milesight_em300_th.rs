@@ -119,21 +119,11 @@ fn reply_len(channel_type: u8) -> Option<(usize, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lorawan::drivers::assert_close;
     use proptest::prelude::*;
 
     fn decode(bytes: &[u8]) -> Result<Vec<Measurement>, DecodeError> {
         MilesightEm300Th.decode(85, bytes)
-    }
-
-    fn assert_close(got: &[Measurement], want: &[(&str, f64)]) {
-        assert_eq!(got.len(), want.len(), "got {got:?}");
-        for ((name, value), (want_name, want_value)) in got.iter().zip(want) {
-            assert_eq!(name, want_name);
-            assert!(
-                (value - want_value).abs() < 1e-9,
-                "{name}: {value} != {want_value}"
-            );
-        }
     }
 
     // Source: Milesight-IoT/SensorDecoders EM_Series/EM300_Series/EM300-TH/README.md

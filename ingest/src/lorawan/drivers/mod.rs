@@ -96,6 +96,19 @@ pub fn models() -> impl Iterator<Item = (&'static str, &'static str)> {
     })
 }
 
+/// Test helper of every driver: the measurements, by name and value within 1e-9, in order.
+#[cfg(test)]
+pub(crate) fn assert_close(got: &[Measurement], want: &[(&str, f64)]) {
+    assert_eq!(got.len(), want.len(), "got {got:?}");
+    for ((name, value), (want_name, want_value)) in got.iter().zip(want) {
+        assert_eq!(name, want_name);
+        assert!(
+            (value - want_value).abs() < 1e-9,
+            "{name}: {value} != {want_value}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
