@@ -258,7 +258,15 @@ pub struct SqlArgs {
     #[arg(long, env = "WEIR_FORMAT", value_enum, default_value_t = Format::Table)]
     pub format: Format,
 
-    /// The statement to run.
+    /// Only this tenant's rows: the tables are filtered on it before the query sees them.
+    #[arg(long, env = "WEIR_SQL_TENANT")]
+    pub tenant: Option<String>,
+
+    /// Most rows printed; a note on standard error says when there were more.
+    #[arg(long, env = "WEIR_SQL_MAX_ROWS")]
+    pub max_rows: Option<usize>,
+
+    /// The statement to run (read-only: no DDL or DML).
     pub query: String,
 }
 

@@ -174,6 +174,15 @@ impl Pipeline {
         let mut router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ready" }));
+        // SQL over the lake, scoped to the caller's tenant, on every process that knows the lake.
+        let api_tokens: Arc<dyn weir_common::http::Tokens> = Arc::new(ApiTokens {
+            registry: registry.clone(),
+            operator_token: Some(operator_token.clone()),
+        });
+        router = router.merge(weir_sinks::sql_api::router(
+            lake.clone(),
+            api_tokens.clone(),
+        ));
 
         // Consumers join their groups before the listener takes any request, so that the bus
         // keeps every record for them from the first one on.
@@ -192,17 +201,13 @@ impl Pipeline {
                 bus.clone(),
             )
             .await?;
-            let tokens = Arc::new(ApiTokens {
-                registry: registry.clone(),
-                operator_token: Some(operator_token.clone()),
-            });
-            router = router.merge(processor.router(tokens.clone()));
+            router = router.merge(processor.router(api_tokens.clone()));
             store = Some(processor.store());
             // Dead letters are read whole by every API node, under a group of its own.
             let letters = Arc::new(DeadLetters::new(dead_letters::PER_TENANT));
             let group = weir_common::bus::conformance::unique(&topics.group("weir-dead-letters"));
             let subscription = bus.subscribe(&topics.telemetry_dlq(), &group).await?;
-            router = router.merge(dead_letters::router(letters.clone(), tokens));
+            router = router.merge(dead_letters::router(letters.clone(), api_tokens.clone()));
             let stop = stop_consumers.clone();
             consumers.spawn(async move {
                 letters

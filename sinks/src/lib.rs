@@ -5,7 +5,8 @@
 //!   layout: `telemetry/` partitioned by `tenant` and `event_date`, ZSTD Parquet.
 //! - [`cold`]: the cold-sink role, consuming `telemetry` in group `weir-cold-sink` and
 //!   committing batches to the lake.
-//! - [`sql`]: DataFusion over the lake, as `weir sql` and the tests use it.
+//! - [`sql`]: DataFusion over the lake, read-only, for every tenant or scoped to one.
+//! - [`sql_api`]: `POST /v1/sql`, scoped to the caller's tenant.
 //!
 //! Invariant: the lake's own commit is the checkpoint. Each commit carries, as Delta
 //! application transactions, the next bus offset of every partition it includes; a sink that
@@ -15,6 +16,7 @@
 pub mod cold;
 pub mod lake;
 pub mod sql;
+pub mod sql_api;
 
 pub use cold::{ColdSink, ColdSinkConfig};
 pub use lake::{Lake, LakeError};

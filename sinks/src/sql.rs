@@ -1,12 +1,19 @@
 //! SQL over the lake with DataFusion: the tables are registered under their names
 //! (`telemetry`), empty when nothing was written yet.
+//!
+//! Every query is read-only (no DDL, DML or session statements). A query run for one tenant
+//! ([`QueryOptions::tenant`]) sees tables filtered on that tenant by the plan itself: the
+//! session knows `telemetry` only as that filtered view, so no text of the query can reach
+//! another tenant's rows. Row limits and a timeout bound what one query may cost.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::SessionContext;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionContext, col, lit};
 
 use crate::lake::{Lake, LakeError, TELEMETRY_TABLE, delta, telemetry_lake_schema};
 
@@ -18,31 +25,107 @@ pub enum SqlError {
     Query(#[from] DataFusionError),
     #[error("cannot format the result: {0}")]
     Format(#[from] arrow::error::ArrowError),
+    #[error("the query did not finish within {0:?}")]
+    Timeout(Duration),
 }
 
-/// A DataFusion session with the lake's tables registered.
-pub async fn session(lake: &Lake) -> Result<SessionContext, SqlError> {
+/// What a query may see and cost.
+#[derive(Debug, Clone, Default)]
+pub struct QueryOptions {
+    /// Only this tenant's rows; `None`: every tenant's.
+    pub tenant: Option<String>,
+    /// Most rows returned; the result says when there were more.
+    pub max_rows: Option<usize>,
+    pub timeout: Option<Duration>,
+}
+
+/// A query's rows, and whether the row limit cut them short.
+#[derive(Debug)]
+pub struct QueryResult {
+    pub batches: Vec<RecordBatch>,
+    pub truncated: bool,
+}
+
+/// A DataFusion session with the lake's tables registered: every tenant's rows, or, for
+/// `tenant`, only that tenant's.
+pub async fn session(lake: &Lake, tenant: Option<&str>) -> Result<SessionContext, SqlError> {
     let ctx = SessionContext::new();
-    match lake.open(TELEMETRY_TABLE).await? {
-        Some(table) => {
-            table
-                .update_datafusion_session(&ctx.state())
-                .map_err(|e| delta(TELEMETRY_TABLE, e))?;
-            let provider = table.table_provider().await.map_err(SqlError::Query)?;
+    let provider: Arc<dyn datafusion::catalog::TableProvider> =
+        match lake.open(TELEMETRY_TABLE).await? {
+            Some(table) => {
+                table
+                    .update_datafusion_session(&ctx.state())
+                    .map_err(|e| delta(TELEMETRY_TABLE, e))?;
+                table.table_provider().await.map_err(SqlError::Query)?
+            }
+            None => Arc::new(MemTable::try_new(telemetry_lake_schema(), vec![vec![]])?),
+        };
+    match tenant {
+        None => {
             ctx.register_table(TELEMETRY_TABLE, provider)?;
         }
-        None => {
-            let empty = MemTable::try_new(telemetry_lake_schema(), vec![vec![]])?;
-            ctx.register_table(TELEMETRY_TABLE, Arc::new(empty))?;
+        Some(tenant) => {
+            // The filter is part of the view's plan, beneath anything the query adds, and
+            // prunes the lake's tenant partitions.
+            let view = ctx
+                .read_table(provider)?
+                .filter(col("tenant").eq(lit(tenant)))?
+                .into_view();
+            ctx.register_table(TELEMETRY_TABLE, view)?;
         }
     }
     Ok(ctx)
 }
 
-/// Runs one statement and collects its result.
+/// Runs one statement over every tenant's rows and collects its result.
 pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
-    let ctx = session(lake).await?;
-    Ok(ctx.sql(sql).await?.collect().await?)
+    Ok(query_with(lake, sql, &QueryOptions::default())
+        .await?
+        .batches)
+}
+
+/// Runs one read-only statement as `options` allow.
+pub async fn query_with(
+    lake: &Lake,
+    sql: &str,
+    options: &QueryOptions,
+) -> Result<QueryResult, SqlError> {
+    let run = async {
+        let ctx = session(lake, options.tenant.as_deref()).await?;
+        let read_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let mut frame = ctx.sql_with_options(sql, read_only).await?;
+        if let Some(max) = options.max_rows {
+            // One row more than allowed tells that there were more.
+            frame = frame.limit(0, Some(max.saturating_add(1)))?;
+        }
+        let mut batches = frame.collect().await?;
+        let mut truncated = false;
+        if let Some(max) = options.max_rows {
+            let mut kept = 0;
+            batches = batches
+                .into_iter()
+                .filter_map(|batch| {
+                    let room = max - kept;
+                    if batch.num_rows() > room {
+                        truncated = true;
+                    }
+                    let batch = batch.slice(0, batch.num_rows().min(room));
+                    kept += batch.num_rows();
+                    (batch.num_rows() > 0).then_some(batch)
+                })
+                .collect();
+        }
+        Ok(QueryResult { batches, truncated })
+    };
+    match options.timeout {
+        Some(limit) => tokio::time::timeout(limit, run)
+            .await
+            .map_err(|_| SqlError::Timeout(limit))?,
+        None => run.await,
+    }
 }
 
 /// How `weir sql` prints results.

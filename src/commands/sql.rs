@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use weir_sinks::Lake;
-use weir_sinks::sql::{self, OutputFormat};
+use weir_sinks::sql::{self, OutputFormat, QueryOptions};
 
 use crate::cli::{Format, SqlArgs};
 
@@ -14,11 +14,19 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
         Format::Csv => OutputFormat::Csv,
         Format::Json => OutputFormat::Json,
     };
-    match sql::query(&lake, &args.query).await {
-        Ok(batches) => {
-            print!("{}", sql::format(&batches, format)?);
+    let options = QueryOptions {
+        tenant: args.tenant,
+        max_rows: args.max_rows,
+        timeout: None,
+    };
+    match sql::query_with(&lake, &args.query, &options).await {
+        Ok(result) => {
+            print!("{}", sql::format(&result.batches, format)?);
             if format == OutputFormat::Table {
                 println!();
+            }
+            if result.truncated {
+                eprintln!("(more rows than --max-rows; the rest is not shown)");
             }
             Ok(ExitCode::SUCCESS)
         }
