@@ -10,13 +10,15 @@
 //! topic, and the run checks that every reading answered 204 is there.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use weir_common::bus::{Bus, MemoryBus, Poll, TopicSpec};
-use weir_common::topics;
+use weir_common::bus::MemoryBus;
 use weir_ingest::registry::{NewDevice, Registry};
 use weir_ingest::{Gateway, GatewayConfig};
+
+#[path = "support/drain.rs"]
+mod drain;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZg==";
 const DEVICES: usize = 1000;
@@ -28,15 +30,7 @@ const ROUNDS: usize = 3;
 #[tokio::main]
 async fn main() {
     let bus = MemoryBus::default();
-    for name in [topics::TELEMETRY, topics::TELEMETRY_DLQ] {
-        bus.ensure_topic(&TopicSpec {
-            name: name.into(),
-            partitions: 8,
-            compacted: false,
-        })
-        .await
-        .unwrap();
-    }
+    drain::topics(&bus, 8).await;
     let registry = Arc::new(Registry::in_memory());
     let (_, tenant_key) = registry.create_tenant("bench", "Bench").await.unwrap();
     let fleet = (0..DEVICES)
@@ -51,23 +45,7 @@ async fn main() {
     );
     tokio::spawn(async move { axum::serve(tcp, gateway.router()).await });
 
-    let drained = Arc::new(AtomicU64::new(0));
-    let mut sub = bus.subscribe(topics::TELEMETRY, "bench").await.unwrap();
-    let count = drained.clone();
-    tokio::spawn(async move {
-        loop {
-            if let Ok(Poll::Messages(m)) = sub.poll(10_000, Duration::from_millis(50)).await {
-                count.fetch_add(m.len() as u64, Ordering::Relaxed);
-                // The embedded bus keeps records until they are committed.
-                let mut next = std::collections::BTreeMap::new();
-                for message in &m {
-                    next.insert(message.partition, message.offset + 1);
-                }
-                let offsets: Vec<_> = next.into_iter().collect();
-                sub.commit(&offsets).await.unwrap();
-            }
-        }
-    });
+    let drained = drain::count_records(&bus).await;
 
     let client = reqwest::Client::new();
     let mut rates = Vec::new();

@@ -20,13 +20,15 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
-use weir_common::bus::{Bus, MemoryBus, Poll, TopicSpec};
+use weir_common::bus::MemoryBus;
 use weir_common::listener::{Listener, ListenerConfig};
-use weir_common::topics;
 use weir_ingest::gateway::limits::LimitsConfig;
 use weir_ingest::gateway::mqtt::{self, MqttConfig};
 use weir_ingest::registry::{NewDevice, Registry};
 use weir_ingest::{Gateway, GatewayConfig};
+
+#[path = "support/drain.rs"]
+mod drain;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZg==";
 
@@ -109,15 +111,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// A gateway with its MQTT endpoint on the embedded bus, and a consumer counting records.
 async fn start_weir(devices: usize) -> (SocketAddr, Arc<AtomicU64>) {
     let bus = MemoryBus::default();
-    for name in [topics::TELEMETRY, topics::TELEMETRY_DLQ] {
-        bus.ensure_topic(&TopicSpec {
-            name: name.into(),
-            partitions: 4,
-            compacted: false,
-        })
-        .await
-        .unwrap();
-    }
+    drain::topics(&bus, 4).await;
     let registry = Arc::new(Registry::in_memory());
     let fleet = (0..devices)
         .map(|i| NewDevice::with_keys(&format!("bench-{i}"), "b1", KEY, KEY))
@@ -148,23 +142,7 @@ async fn start_weir(devices: usize) -> (SocketAddr, Arc<AtomicU64>) {
         MqttConfig::default(),
         CancellationToken::new(),
     ));
-    let drained = Arc::new(AtomicU64::new(0));
-    let mut sub = bus.subscribe(topics::TELEMETRY, "bench").await.unwrap();
-    let count = drained.clone();
-    tokio::spawn(async move {
-        loop {
-            if let Ok(Poll::Messages(m)) = sub.poll(10_000, Duration::from_millis(50)).await {
-                count.fetch_add(m.len() as u64, Ordering::Relaxed);
-                // The embedded bus keeps records until they are committed.
-                let mut next = std::collections::BTreeMap::new();
-                for message in &m {
-                    next.insert(message.partition, message.offset + 1);
-                }
-                let offsets: Vec<_> = next.into_iter().collect();
-                sub.commit(&offsets).await.unwrap();
-            }
-        }
-    });
+    let drained = drain::count_records(&bus).await;
     (addr, drained)
 }
 

@@ -30,7 +30,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
 use super::Draft;
-use super::json::kind;
+use super::json::{kind, time_micros};
 
 /// Most application properties on one message, as IoT Hub allows.
 const MAX_APP_PROPERTIES: usize = 64;
@@ -274,7 +274,7 @@ pub fn translate(
                     "messageId" if value.is_i64() => counter = value.as_i64(),
                     "time" => {
                         draft.time_us = Some(
-                            body_time(&value)
+                            time_micros(&value)
                                 .map_err(|reason| IotHubError::Time { index, reason })?,
                         )
                     }
@@ -310,20 +310,6 @@ fn flatten(draft: &mut Draft, name: String, value: Value, depth: usize) {
             }
         }
         Value::Object(_) | Value::Array(_) | Value::Null => {}
-    }
-}
-
-fn body_time(value: &Value) -> Result<i64, String> {
-    match value {
-        Value::String(text) => rfc3339_micros(text).map_err(|e| e.to_string()),
-        Value::Number(n) => n
-            .as_i64()
-            .and_then(|ms| ms.checked_mul(1000))
-            .ok_or_else(|| format!("{n} is not integer epoch milliseconds")),
-        other => Err(format!(
-            "{} is neither RFC 3339 text nor epoch milliseconds",
-            kind(other)
-        )),
     }
 }
 

@@ -236,33 +236,11 @@ fn add_extra(
 }
 
 fn event_time(index: usize, value: &Value, ctx: &Context<'_>) -> Result<i64, ReadingError> {
-    let micros = match value {
-        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .map_err(|e| ReadingError::InvalidField {
-                index,
-                field: "time".into(),
-                reason: format!("`{text}` is not an RFC 3339 time: {e}"),
-            })?
-            .timestamp_micros(),
-        Value::Number(n) => n
-            .as_i64()
-            .and_then(|ms| ms.checked_mul(1000))
-            .ok_or_else(|| ReadingError::InvalidField {
-                index,
-                field: "time".into(),
-                reason: format!("{n} is not integer epoch milliseconds"),
-            })?,
-        other => {
-            return Err(ReadingError::InvalidField {
-                index,
-                field: "time".into(),
-                reason: format!(
-                    "{} is neither RFC 3339 text nor epoch milliseconds",
-                    kind(other)
-                ),
-            });
-        }
-    };
+    let micros = time_micros(value).map_err(|reason| ReadingError::InvalidField {
+        index,
+        field: "time".into(),
+        reason,
+    })?;
     check_time(micros, ctx).map_err(|reason| ReadingError::TimeOutOfRange {
         index,
         time: value.to_string(),
@@ -273,6 +251,24 @@ fn event_time(index: usize, value: &Value, ctx: &Context<'_>) -> Result<i64, Rea
             reason
         },
     })
+}
+
+/// A JSON time, RFC 3339 text or integer epoch milliseconds, in microseconds; or what is
+/// wrong with it.
+pub(crate) fn time_micros(value: &Value) -> Result<i64, String> {
+    match value {
+        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp_micros())
+            .map_err(|e| format!("`{text}` is not an RFC 3339 time: {e}")),
+        Value::Number(n) => n
+            .as_i64()
+            .and_then(|ms| ms.checked_mul(1000))
+            .ok_or_else(|| format!("{n} is not integer epoch milliseconds")),
+        other => Err(format!(
+            "{} is neither RFC 3339 text nor epoch milliseconds",
+            kind(other)
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,11 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use tower::ServiceExt;
-use weir_common::bus::{Bus, MemoryBus, Poll, TopicSpec};
+use weir_common::bus::{Bus, MemoryBus, TopicSpec, conformance};
 use weir_common::sas;
 use weir_common::topics;
 use weir_schemas::{DeadLetter, Telemetry, TelemetryCodec};
@@ -99,19 +98,11 @@ async fn json(response: Response<Body>) -> serde_json::Value {
 
 async fn records(bus: &MemoryBus, n: usize) -> Vec<Telemetry> {
     let mut sub = bus.subscribe(topics::TELEMETRY, "check").await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while out.len() < n {
-            if let Poll::Messages(m) = sub.poll(100, Duration::from_millis(50)).await.unwrap() {
-                out.extend(
-                    m.iter()
-                        .map(|m| TelemetryCodec::global().decode(&m.value).unwrap()),
-                );
-            }
-        }
-    })
-    .await
-    .expect("too few records");
+    let mut out: Vec<Telemetry> = conformance::read(sub.as_mut(), n)
+        .await
+        .iter()
+        .map(|m| TelemetryCodec::global().decode(&m.value).unwrap())
+        .collect();
     // Partitions interleave: order by device, then sequence number.
     out.sort_by(|a, b| (&a.device, a.seq).cmp(&(&b.device, b.seq)));
     out
@@ -119,17 +110,11 @@ async fn records(bus: &MemoryBus, n: usize) -> Vec<Telemetry> {
 
 async fn dead_letters(bus: &MemoryBus, n: usize) -> Vec<DeadLetter> {
     let mut sub = bus.subscribe(topics::TELEMETRY_DLQ, "check").await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while out.len() < n {
-            if let Poll::Messages(m) = sub.poll(100, Duration::from_millis(50)).await.unwrap() {
-                out.extend(m.iter().map(|m| DeadLetter::from_json(&m.value).unwrap()));
-            }
-        }
-    })
-    .await
-    .expect("too few dead letters");
-    out
+    conformance::read(sub.as_mut(), n)
+        .await
+        .iter()
+        .map(|m| DeadLetter::from_json(&m.value).unwrap())
+        .collect()
 }
 
 #[tokio::test]

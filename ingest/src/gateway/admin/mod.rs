@@ -19,8 +19,9 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::routing::{get, post, put};
-use weir_common::http::{BearerError, Scope, bearer_scope};
+use weir_common::http::{Scope, bearer_scope};
 
+use super::error::bearer_error;
 use super::{Gateway, IngestError, body_error};
 use crate::registry::Tenant;
 
@@ -44,8 +45,7 @@ impl FromRequestParts<Gateway> for Principal {
                 .tenant(&id)
                 .map(Principal::Tenant)
                 .ok_or(IngestError::WrongBearer),
-            Err(BearerError::Missing) => Err(IngestError::MissingBearer),
-            Err(BearerError::Wrong) => Err(IngestError::WrongBearer),
+            Err(e) => Err(bearer_error(e)),
         }
     }
 }

@@ -116,6 +116,14 @@ async fn until<T>(events: &mut rumqttc::EventLoop, mut want: impl FnMut(&Event) 
     .expect("nothing within the wait")
 }
 
+/// Polls until the server accepted the connection.
+async fn connected(events: &mut rumqttc::EventLoop) {
+    until(events, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
+    })
+    .await;
+}
+
 /// Polls until the connection fails; its error.
 async fn until_closed(events: &mut rumqttc::EventLoop) -> rumqttc::ConnectionError {
     tokio::time::timeout(WAIT, async {
@@ -168,10 +176,7 @@ async fn qos1_is_acknowledged_once_on_the_bus() {
     let server = start(MqttConfig::default()).await;
     let (client, mut events) =
         AsyncClient::new(options(&server, "dev-1", &token("dev-1", KEY)), 10);
-    until(&mut events, |e| {
-        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
-    })
-    .await;
+    connected(&mut events).await;
     for seq in 1..=3 {
         let body = format!(r#"{{"seq": {seq}, "temperature": 21.5}}"#);
         client
@@ -227,10 +232,7 @@ async fn iot_hub_topics_work_as_the_sdks_use_them() {
     let server = start(MqttConfig::default()).await;
     let (client, mut events) =
         AsyncClient::new(options(&server, "dev-1", &token("dev-1", KEY)), 10);
-    until(&mut events, |e| {
-        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
-    })
-    .await;
+    connected(&mut events).await;
 
     // What an SDK subscribes to on connect is granted; another device's topics are not.
     client
@@ -358,14 +360,8 @@ async fn revoking_or_rotating_closes_open_connections() {
     // dev-1 with its key, dev-2 with a token.
     let (_c1, mut e1) = AsyncClient::new(options(&server, "dev-1", KEY), 10);
     let (_c2, mut e2) = AsyncClient::new(options(&server, "dev-2", &token("dev-2", OTHER_KEY)), 10);
-    until(&mut e1, |e| {
-        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
-    })
-    .await;
-    until(&mut e2, |e| {
-        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
-    })
-    .await;
+    connected(&mut e1).await;
+    connected(&mut e2).await;
 
     let started = tokio::time::Instant::now();
     server
@@ -398,15 +394,9 @@ async fn revoking_or_rotating_closes_open_connections() {
 async fn a_second_connection_takes_the_session_over() {
     let server = start(MqttConfig::default()).await;
     let (_c1, mut e1) = AsyncClient::new(options(&server, "dev-1", KEY), 10);
-    until(&mut e1, |e| {
-        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
-    })
-    .await;
+    connected(&mut e1).await;
     let (_c2, mut e2) = AsyncClient::new(options(&server, "dev-1", KEY), 10);
-    until(&mut e2, |e| {
-        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
-    })
-    .await;
+    connected(&mut e2).await;
     until_closed(&mut e1).await;
 }
 
@@ -441,10 +431,7 @@ async fn packets_over_the_limit_close_the_connection() {
     })
     .await;
     let (client, mut events) = AsyncClient::new(options(&server, "dev-1", KEY), 10);
-    until(&mut events, |e| {
-        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
-    })
-    .await;
+    connected(&mut events).await;
     let big = format!(
         r#"{{"seq": 1, "co2": 500, "properties": {{"x": "{}"}}}}"#,
         "a".repeat(2000)
@@ -620,10 +607,7 @@ async fn mosquitto_pub_sends_like_any_client() {
 async fn stopping_settles_what_is_in_flight() {
     let server = start(MqttConfig::default()).await;
     let (client, mut events) = AsyncClient::new(options(&server, "dev-1", KEY), 500);
-    until(&mut events, |e| {
-        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
-    })
-    .await;
+    connected(&mut events).await;
     for seq in 0..300 {
         let body = format!(r#"{{"seq": {seq}, "co2": 500}}"#);
         client
