@@ -157,7 +157,7 @@ PIDS=()
 
 set +e
 LINE=$("$WEIR_BIN" reconcile --kafka "127.0.0.1:$PORT" --topic-prefix "$PREFIX" \
-  --lake "$WORK/lake" --accepted "$ACCEPTED" --hop 5s 2>"$WORK/reconcile.json")
+  --lake "$WORK/lake" --accepted "$ACCEPTED" 2>"$WORK/reconcile.json")
 STATUS=$?
 set -e
 if [ "$STATUS" -ne 0 ]; then

@@ -163,6 +163,19 @@ pub struct PipelineArgs {
     #[arg(long, env = "WEIR_ALLOWED_LATENESS", default_value = "1m", value_parser = humantime::parse_duration)]
     pub allowed_lateness: Duration,
 
+    /// How often the processor publishes the rolling windows and twins that changed: the
+    /// delay, at most, between a reading and the live view showing it.
+    #[arg(long, env = "WEIR_EMIT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub emit_interval: Duration,
+
+    /// A device is flagged silent after this many of its usual intervals without a reading.
+    #[arg(long, env = "WEIR_SILENT_FACTOR", default_value_t = 3.0)]
+    pub silent_factor: f64,
+
+    /// ... and never sooner than this.
+    #[arg(long, env = "WEIR_SILENT_MIN", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub silent_min: Duration,
+
     /// The cold sink commits a batch once it holds this many readings...
     #[arg(long, env = "WEIR_BATCH_MAX_RECORDS", default_value_t = 200_000)]
     pub batch_max_records: usize,
@@ -291,10 +304,6 @@ pub struct ReconcileArgs {
     /// Readings the devices were told were accepted (the simulator's `accepted`).
     #[arg(long)]
     pub accepted: u64,
-
-    /// The processor's hop (pane length).
-    #[arg(long, env = "WEIR_HOP", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub hop: Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

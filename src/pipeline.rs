@@ -31,7 +31,8 @@ use weir_ingest::gateway::mqtt::{self, MqttConfig};
 use weir_ingest::registry::{ApiTokens, BusLog, log as registry_log};
 use weir_ingest::{Gateway, GatewayConfig, Registry};
 use weir_processor::dead_letters::{self, DeadLetters};
-use weir_processor::{Processor, ProcessorConfig, WarmStore};
+use weir_processor::twins::SilenceRule;
+use weir_processor::{Processor, ProcessorConfig, WarmView};
 use weir_sinks::{ColdSink, ColdSinkConfig, Lake};
 
 use crate::cli::PipelineArgs;
@@ -80,13 +81,16 @@ pub struct Pipeline {
     pub mqtt_addr: Option<SocketAddr>,
     pub lake: Lake,
     pub registry: Arc<Registry>,
-    /// The processor's warm store, when this process runs the processor.
-    pub store: Option<Arc<WarmStore>>,
+    /// The warm view every process serves the read API from.
+    pub view: Arc<WarmView>,
     pub operator_token: String,
     stop_http: CancellationToken,
     stop_consumers: CancellationToken,
+    stop_followers: CancellationToken,
     http: JoinSet<anyhow::Result<()>>,
     consumers: JoinSet<anyhow::Result<()>>,
+    /// Readers of what the consumers publish: stopped after them, so that they see it all.
+    followers: JoinSet<anyhow::Result<()>>,
 }
 
 /// A Kafka config from the command line's brokers and `KEY=VALUE` options.
@@ -184,15 +188,57 @@ impl Pipeline {
             api_tokens.clone(),
         ));
 
+        // Every process serves the read API: the warm view of what the processor publishes,
+        // and the dead letters, each read whole under a group of this process's own.
+        let stop_followers = CancellationToken::new();
+        let mut followers = JoinSet::new();
+        for name in [topics.building_aggregates(), topics.device_twins()] {
+            bus.ensure_topic(&TopicSpec {
+                name,
+                partitions: args.partitions,
+                compacted: true,
+            })
+            .await?;
+        }
+        let view = Arc::new(WarmView::default());
+        let subscriptions = WarmView::subscribe_topics(bus.as_ref(), &topics).await?;
+        router = router.merge(weir_processor::api::router(
+            view.clone(),
+            api_tokens.clone(),
+        ));
+        let stop = stop_followers.clone();
+        let following = view.clone();
+        followers.spawn(async move {
+            following
+                .follow(subscriptions, stop)
+                .await
+                .context("the warm view reader failed")
+        });
+        let letters = Arc::new(DeadLetters::new(dead_letters::PER_TENANT));
+        let group = weir_common::bus::conformance::unique(&topics.group("weir-dead-letters"));
+        let subscription = bus.subscribe(&topics.telemetry_dlq(), &group).await?;
+        router = router.merge(dead_letters::router(letters.clone(), api_tokens.clone()));
+        let stop = stop_followers.clone();
+        followers.spawn(async move {
+            letters
+                .follow(subscription, stop)
+                .await
+                .context("the dead-letter reader failed")
+        });
+
         // Consumers join their groups before the listener takes any request, so that the bus
         // keeps every record for them from the first one on.
-        let mut store = None;
         if roles.processor {
             let processor = Processor::start(
                 ProcessorConfig {
                     window: args.window,
                     hop: args.hop,
                     allowed_lateness: args.allowed_lateness,
+                    emit_interval: args.emit_interval,
+                    silence: SilenceRule {
+                        factor: args.silent_factor,
+                        min_us: args.silent_min.as_micros().min(i64::MAX as u128) as i64,
+                    },
                     drain_on_shutdown: drain,
                     commit_for_replay: !embedded,
                     topics: topics.clone(),
@@ -201,20 +247,6 @@ impl Pipeline {
                 bus.clone(),
             )
             .await?;
-            router = router.merge(processor.router(api_tokens.clone()));
-            store = Some(processor.store());
-            // Dead letters are read whole by every API node, under a group of its own.
-            let letters = Arc::new(DeadLetters::new(dead_letters::PER_TENANT));
-            let group = weir_common::bus::conformance::unique(&topics.group("weir-dead-letters"));
-            let subscription = bus.subscribe(&topics.telemetry_dlq(), &group).await?;
-            router = router.merge(dead_letters::router(letters.clone(), api_tokens.clone()));
-            let stop = stop_consumers.clone();
-            consumers.spawn(async move {
-                letters
-                    .follow(subscription, stop)
-                    .await
-                    .context("the dead-letter reader failed")
-            });
             let stop = stop_consumers.clone();
             consumers
                 .spawn(async move { processor.run(stop).await.context("the processor failed") });
@@ -329,12 +361,14 @@ impl Pipeline {
             mqtt_addr,
             lake,
             registry,
-            store,
+            view,
             operator_token,
             stop_http,
             stop_consumers,
+            stop_followers,
             http,
             consumers,
+            followers,
         })
     }
 
@@ -353,6 +387,7 @@ impl Pipeline {
             () = stop => None,
             Some(r) = self.http.join_next() => Some(r),
             Some(r) = self.consumers.join_next() => Some(r),
+            Some(r) = self.followers.join_next() => Some(r),
         };
         let first: Option<anyhow::Error> = ended.map(|r| match r {
             Ok(Ok(())) => anyhow::anyhow!("a role stopped on its own"),
@@ -394,6 +429,10 @@ impl Pipeline {
         }
         self.stop_consumers.cancel();
         while let Some(r) = self.consumers.join_next().await {
+            note(r);
+        }
+        self.stop_followers.cancel();
+        while let Some(r) = self.followers.join_next().await {
             note(r);
         }
         first.map_or(Ok(()), Err)

@@ -42,6 +42,9 @@ fn args() -> PipelineArgs {
         window: Duration::from_secs(300),
         hop: Duration::from_secs(10),
         allowed_lateness: Duration::from_secs(60),
+        emit_interval: Duration::from_millis(200),
+        silent_factor: 3.0,
+        silent_min: Duration::from_secs(60),
         batch_max_records: 500,
         batch_max_age: Duration::from_millis(300),
     }
@@ -78,15 +81,64 @@ impl Sent {
     }
 }
 
-/// count, mean, min, max of the values, computed the plain way.
-fn oracle(values: &[f64]) -> Option<(u64, f64, f64, f64)> {
+/// Count, mean, min, max and sample standard deviation.
+fn oracle(values: &[f64]) -> Option<(u64, f64, f64, f64, Option<f64>)> {
     if values.is_empty() {
         return None;
     }
+    let n = values.len() as f64;
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
-    Some((values.len() as u64, mean, min, max))
+    let mean = values.iter().sum::<f64>() / n;
+    let sd = (values.len() > 1)
+        .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    Some((values.len() as u64, mean, min, max, sd))
+}
+
+/// Checks one measurement of an API answer against the oracle.
+fn assert_measure(got: &Value, values: &[f64], what: &str) {
+    let (count, mean, min, max, sd) = oracle(values).unwrap();
+    assert_eq!(got["count"].as_u64(), Some(count), "{what}: {got}");
+    assert!(
+        (got["mean"].as_f64().unwrap() - mean).abs() < 1e-9,
+        "{what}: {got} vs {mean}"
+    );
+    assert_eq!(got["min"].as_f64(), Some(min), "{what}");
+    assert_eq!(got["max"].as_f64(), Some(max), "{what}");
+    match sd {
+        Some(sd) => assert!(
+            (got["stddev"].as_f64().unwrap() - sd).abs() < 1e-9,
+            "{what}: {got} vs {sd}"
+        ),
+        None => assert!(got["stddev"].is_null(), "{what}"),
+    }
+}
+
+/// Reads `aggregates` events off a Server-Sent Events response.
+#[derive(Default)]
+struct SseEvents {
+    buffer: String,
+}
+
+impl SseEvents {
+    async fn next(&mut self, response: &mut reqwest::Response) -> Value {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    assert!(event.contains("event: aggregates"), "{event}");
+                    return serde_json::from_str(data).unwrap();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
 }
 
 async fn post(
@@ -322,11 +374,20 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
     );
     assert!(dead_letters("contoso").await.is_empty());
 
-    // The live aggregates, once the processor has caught up, equal the oracle.
-    let watermark_ms = sent.iter().map(|s| s.time_ms).max().unwrap();
+    // The live aggregates, once the processor has caught up, equal the oracle: the building,
+    // its floor and its room. A window ends after its bus partition's newest event time.
     let hop_ms = 10 * SEC_MS;
-    let end_ms = watermark_ms.div_euclid(hop_ms) * hop_ms + hop_ms;
+    let partition = |tenant: &str, building: &str| {
+        weir_common::bus::partition_for_key(format!("{tenant}/{building}").as_bytes(), 4)
+    };
     for (tenant, building) in [("fabrikam", "b1"), ("contoso", "b1")] {
+        let watermark_ms = sent
+            .iter()
+            .filter(|s| partition(s.tenant, s.building) == partition(tenant, building))
+            .map(|s| s.time_ms)
+            .max()
+            .unwrap();
+        let end_ms = watermark_ms.div_euclid(hop_ms) * hop_ms + hop_ms;
         let in_window: Vec<&Sent> = sent
             .iter()
             .filter(|s| s.tenant == tenant && s.building == building)
@@ -348,7 +409,9 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
                 .json()
                 .await
                 .unwrap();
-            if view["readings"].as_u64() == Some(in_window.len() as u64) {
+            let rooms_current =
+                view["rooms"][0]["readings"].as_u64() == Some(in_window.len() as u64);
+            if view["readings"].as_u64() == Some(in_window.len() as u64) && rooms_current {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -358,25 +421,161 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
             Some(in_window.len() as u64),
             "{view}"
         );
+        // Every device of the test is on floor 1, room 1-01.
+        assert_eq!(view["floors"].as_array().unwrap().len(), 1, "{view}");
+        assert_eq!(view["floors"][0]["floor"], "1");
+        assert_eq!(view["rooms"].as_array().unwrap().len(), 1, "{view}");
+        assert_eq!(view["rooms"][0]["room"], "1-01");
         let temperatures: Vec<f64> = in_window.iter().map(|s| s.temperature).collect();
         let humidities: Vec<f64> = in_window.iter().filter_map(|s| s.humidity).collect();
         for (name, values) in [("temperature", temperatures), ("humidity", humidities)] {
-            let (count, mean, min, max) = oracle(&values).unwrap();
-            let got = &view["measurements"][name];
-            assert_eq!(
-                got["count"].as_u64(),
-                Some(count),
-                "{tenant}/{building} {name}"
-            );
-            assert!(
-                (got["mean"].as_f64().unwrap() - mean).abs() < 1e-9,
-                "{name}: {got} vs {mean}"
-            );
-            assert_eq!(got["min"].as_f64(), Some(min));
-            assert_eq!(got["max"].as_f64(), Some(max));
+            for (level, zone) in [
+                ("building", &view),
+                ("floor", &view["floors"][0]),
+                ("room", &view["rooms"][0]),
+            ] {
+                let what = format!("{tenant}/{building} {level} {name}");
+                assert_measure(&zone["measurements"][name], &values, &what);
+            }
         }
         assert!(view["measurements"].get("co2").is_none());
+        assert_eq!(view["late_readings"], 0);
     }
+
+    // The final minutes of fabrikam/b1 as a series, each equal to the oracle.
+    let series: Value = client
+        .get(base.join("v1/buildings/b1/series?window=1m").unwrap())
+        .bearer_auth(&api_keys["fabrikam"])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let points = series["points"].as_array().unwrap();
+    assert!(
+        points.len() >= 4,
+        "the minutes up to the lateness: {series}"
+    );
+    for point in points {
+        let start = chrono::DateTime::parse_from_rfc3339(point["start"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+        let values: Vec<f64> = sent
+            .iter()
+            .filter(|s| s.tenant == "fabrikam" && s.building == "b1")
+            .filter(|s| (start..start + 60 * SEC_MS).contains(&s.time_ms))
+            .map(|s| s.temperature)
+            .collect();
+        assert_eq!(point["readings"].as_u64(), Some(values.len() as u64));
+        assert_measure(&point["measurements"]["temperature"], &values, "minute");
+    }
+    let hours: Value = client
+        .get(
+            base.join("v1/buildings/b1/series?window=1h&floor=1&room=1-01")
+                .unwrap(),
+        )
+        .bearer_auth(&api_keys["fabrikam"])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let in_hours: u64 = hours["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["readings"].as_u64().unwrap())
+        .sum();
+    let in_minutes: u64 = points.iter().map(|p| p["readings"].as_u64().unwrap()).sum();
+    assert_eq!(
+        in_hours, in_minutes,
+        "the room's hours fold the final minutes: {hours}"
+    );
+    let refused = client
+        .get(
+            base.join("v1/buildings/b1/series?window=1m&floor=1")
+                .unwrap(),
+        )
+        .bearer_auth(&api_keys["fabrikam"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    // Twins: the newest reported values, for the device's own tenant only.
+    let twin = |device: &str, tenant: &str| {
+        client
+            .get(base.join(&format!("v1/devices/{device}/twin")).unwrap())
+            .bearer_auth(&api_keys[tenant])
+            .send()
+    };
+    let newest = sent
+        .iter()
+        .filter(|s| s.device == "d1")
+        .max_by_key(|s| s.time_ms)
+        .unwrap();
+    let mut d1 = Value::Null;
+    for _ in 0..50 {
+        d1 = twin("d1", "fabrikam").await.unwrap().json().await.unwrap();
+        if d1["reported"]["temperature"]["value"].as_f64() == Some(newest.temperature) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        d1["reported"]["temperature"]["value"].as_f64(),
+        Some(newest.temperature),
+        "{d1}"
+    );
+    assert_eq!(d1["reported"]["temperature"]["unit"], "°C");
+    assert_eq!(d1["building"], "b1");
+    assert_eq!(d1["room"], "1-01");
+    assert_eq!(d1["silent"], false);
+    assert_eq!(d1["protocol"], "http-json");
+    assert_eq!(twin("d1", "contoso").await.unwrap().status(), 404);
+
+    // The live stream: the current window at once, then a new one when a reading arrives.
+    let mut stream = client
+        .get(base.join("v1/buildings/b1/stream").unwrap())
+        .bearer_auth(&api_keys["contoso"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        stream.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut events = SseEvents::default();
+    let first = events.next(&mut stream).await;
+    assert_eq!(first["tenant"], "contoso");
+    // A reading hotter than any before it, to recognise the window that includes it.
+    let hot = Sent {
+        device: "d3",
+        tenant: "contoso",
+        building: "b1",
+        seq: 5000,
+        time_ms: chrono::Utc::now().timestamp_millis(),
+        temperature: 49.5,
+        humidity: None,
+    };
+    let accepted = std::time::Instant::now();
+    assert_eq!(post(&client, &base, "d3", &hot.body()).await.status(), 202);
+    sent.push(hot);
+    loop {
+        let next = events.next(&mut stream).await;
+        if next["measurements"]["temperature"]["max"].as_f64() == Some(49.5) {
+            break;
+        }
+    }
+    eprintln!(
+        "accepted -> visible in the stream: {:?}",
+        accepted.elapsed()
+    );
+    drop(stream);
+
     // The operator sees every tenant's, and must say which when a building id is shared; a
     // tenant sees only its own; nobody sees anything without a token.
     let aggregates = |tenant: &str, token: Option<&str>| {

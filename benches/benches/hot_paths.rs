@@ -12,8 +12,9 @@ use weir_ingest::formats::{Context, json::translate};
 use weir_ingest::gateway::auth::Authenticator;
 use weir_ingest::registry::NewDevice;
 use weir_ingest::{Device, Registry};
-use weir_processor::WarmStore;
+use weir_processor::twins::Twins;
 use weir_processor::window::Geometry;
+use weir_processor::zones::BuildingPanes;
 use weir_schemas::TelemetryCodec;
 
 fn avro(c: &mut Criterion) {
@@ -57,26 +58,36 @@ fn json_reading(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the processor does per reading once decoded: the building's panes at every level,
+/// and the device's twin.
 fn window(c: &mut Criterion) {
     let records = readings(10_000);
+    let geometry = Geometry {
+        window_us: 300_000_000,
+        hop_us: 10_000_000,
+    };
     let mut group = c.benchmark_group("window");
     group.throughput(Throughput::Elements(records.len() as u64));
     group.bench_function("apply_10k", |b| {
         b.iter_batched(
             || {
-                WarmStore::new(
-                    Geometry {
-                        window_us: 300_000_000,
-                        hop_us: 10_000_000,
-                    },
-                    60_000_000,
+                (
+                    std::collections::HashMap::<String, BuildingPanes>::new(),
+                    Twins::default(),
                 )
             },
-            |store| {
+            |(mut buildings, mut twins)| {
                 for r in &records {
-                    store.apply(r, None);
+                    match buildings.get_mut(r.building.as_str()) {
+                        Some(panes) => panes.add(&geometry, r),
+                        None => buildings
+                            .entry(r.building.clone())
+                            .or_default()
+                            .add(&geometry, r),
+                    }
+                    twins.observe(r, 0);
                 }
-                store
+                (buildings, twins)
             },
             BatchSize::LargeInput,
         )

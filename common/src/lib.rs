@@ -24,8 +24,11 @@ pub mod topics {
     pub const TELEMETRY: &str = "telemetry";
     /// Records that could not be processed, with the reason.
     pub const TELEMETRY_DLQ: &str = "telemetry-dlq";
-    /// Final per-building windows, compacted, key = `tenant/building/window end`.
+    /// Per-building windows (rolling and final minutes), compacted, key =
+    /// `tenant/building/kind[/window end]`.
     pub const BUILDING_AGGREGATES: &str = "building-aggregates";
+    /// The reported side of device twins, compacted, key = `tenant/device`.
+    pub const DEVICE_TWINS: &str = "device-twins";
     /// Registry changes (tenants, buildings, devices), compacted, key = `kind/id`.
     pub const REGISTRY: &str = "registry";
 
@@ -52,6 +55,10 @@ pub mod topics {
 
         pub fn building_aggregates(&self) -> String {
             format!("{}{BUILDING_AGGREGATES}", self.prefix)
+        }
+
+        pub fn device_twins(&self) -> String {
+            format!("{}{DEVICE_TWINS}", self.prefix)
         }
 
         pub fn registry(&self) -> String {

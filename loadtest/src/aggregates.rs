@@ -1,9 +1,11 @@
 //! Checking the windows the processor published against the lake, which holds every reading
 //! exactly once: the oracle is computed with SQL, independently of the processor's code.
 //!
-//! The lake cannot know which readings the processor judged late (that depends on the order
-//! within a bus partition), so the check holds for runs without late readings, which is what
-//! the simulator sends.
+//! Every final minute window is checked at every level it covers (the building, each floor,
+//! each room): readings, and per measurement the count, mean, min, max and standard
+//! deviation. The lake cannot know which readings the processor judged late (that depends on
+//! the order within a bus partition), so the check holds for runs without late readings, which
+//! is what the simulator sends.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -12,12 +14,16 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use weir_common::bus::{Bus, BusError, Poll};
-use weir_processor::emit::WindowRecord;
+use weir_processor::records::{WindowKind, WindowRecord};
+use weir_processor::zones::Zone;
 use weir_schemas::Measure;
 use weir_sinks::Lake;
 use weir_sinks::sql::{self, SqlError};
 
-/// Reads a compacted topic of windows to its end and keeps the last value of each key.
+const MINUTE_US: i64 = weir_processor::role::MINUTE_US;
+
+/// Reads a compacted topic of windows to its end and keeps the last value of each key: the
+/// final minute windows.
 pub async fn published(bus: &dyn Bus, topic: &str) -> Result<Vec<WindowRecord>, BusError> {
     let group = weir_common::bus::conformance::unique("weir-reconcile");
     let mut sub = bus.subscribe(topic, &group).await?;
@@ -30,9 +36,10 @@ pub async fn published(bus: &dyn Bus, topic: &str) -> Result<Vec<WindowRecord>, 
                 quiet = 0;
                 for m in messages {
                     match serde_json::from_slice::<WindowRecord>(&m.value) {
-                        Ok(w) => {
+                        Ok(w) if w.kind == WindowKind::Minute => {
                             latest.insert(m.key.to_vec(), w);
                         }
+                        Ok(_) => {}
                         Err(error) => tracing::warn!(%error, "a published window does not parse"),
                     }
                 }
@@ -48,6 +55,7 @@ pub async fn published(bus: &dyn Bus, topic: &str) -> Result<Vec<WindowRecord>, 
 struct Sums {
     count: u64,
     sum: f64,
+    squares: f64,
     min: f64,
     max: f64,
 }
@@ -63,8 +71,22 @@ impl Sums {
         }
         self.count += other.count;
         self.sum += other.sum;
+        self.squares += other.squares;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
+    }
+
+    fn mean(&self) -> f64 {
+        self.sum / self.count as f64
+    }
+
+    /// Sample standard deviation from the sum of squares: less accurate than the processor's
+    /// way, which is why the comparison allows a relative error.
+    fn stddev(&self) -> Option<f64> {
+        (self.count > 1).then(|| {
+            let n = self.count as f64;
+            ((self.squares - self.sum * self.sum / n).max(0.0) / (n - 1.0)).sqrt()
+        })
     }
 }
 
@@ -99,8 +121,9 @@ fn numbers(
     Ok(cast(column, to)?)
 }
 
-/// Per building and pane of `hop_us`, the readings and each measurement's count, sum, min, max.
-async fn panes(lake: &Lake, hop_us: i64) -> Result<HashMap<(String, String, i64), Pane>, SqlError> {
+/// Per tenant, building, zone and minute end: the readings and each measurement's sums,
+/// rolled up from one SQL query grouped by floor and room.
+async fn minutes(lake: &Lake) -> Result<HashMap<(String, String, Zone, i64), Pane>, SqlError> {
     let mut columns = String::new();
     for m in Measure::ALL {
         let value = match m {
@@ -109,127 +132,154 @@ async fn panes(lake: &Lake, hop_us: i64) -> Result<HashMap<(String, String, i64)
         };
         let n = m.name();
         columns.push_str(&format!(
-            ", count({value}) AS {n}_n, sum({value}) AS {n}_sum, min({value}) AS {n}_min, max({value}) AS {n}_max"
+            ", count({value}) AS {n}_n, sum({value}) AS {n}_sum, sum({value} * {value}) AS {n}_sq, \
+               min({value}) AS {n}_min, max({value}) AS {n}_max"
         ));
     }
     let query = format!(
         "SELECT CAST(tenant AS VARCHAR) AS tenant, CAST(building AS VARCHAR) AS building, \
-                (CAST(event_time AS BIGINT) / {hop_us}) * {hop_us} AS pane, count(*) AS readings{columns} \
-         FROM telemetry GROUP BY 1, 2, 3"
+                CAST(floor AS VARCHAR) AS floor, CAST(room AS VARCHAR) AS room, \
+                (CAST(event_time AS BIGINT) / {MINUTE_US}) * {MINUTE_US} + {MINUTE_US} AS minute_end, \
+                count(*) AS readings{columns} \
+         FROM telemetry GROUP BY 1, 2, 3, 4, 5"
     );
-    let mut out = HashMap::new();
+    let mut out: HashMap<(String, String, Zone, i64), Pane> = HashMap::new();
     for batch in sql::query(lake, &query).await? {
-        let tenant = numbers(&batch, "tenant", &DataType::Utf8)?;
-        let building = numbers(&batch, "building", &DataType::Utf8)?;
-        let pane = numbers(&batch, "pane", &DataType::Int64)?;
+        let text = |name| numbers(&batch, name, &DataType::Utf8);
+        let (tenant, building, floor, room) = (
+            text("tenant")?,
+            text("building")?,
+            text("floor")?,
+            text("room")?,
+        );
+        let end = numbers(&batch, "minute_end", &DataType::Int64)?;
         let readings = numbers(&batch, "readings", &DataType::Int64)?;
         let mut measure_columns = Vec::new();
         for m in Measure::ALL {
             let n = m.name();
+            let float =
+                |suffix: &str| numbers(&batch, &format!("{n}_{suffix}"), &DataType::Float64);
             measure_columns.push((
                 m,
                 numbers(&batch, &format!("{n}_n"), &DataType::Int64)?,
-                numbers(&batch, &format!("{n}_sum"), &DataType::Float64)?,
-                numbers(&batch, &format!("{n}_min"), &DataType::Float64)?,
-                numbers(&batch, &format!("{n}_max"), &DataType::Float64)?,
+                [float("sum")?, float("sq")?, float("min")?, float("max")?],
             ));
         }
+        let optional = |column: &dyn Array, row: usize| {
+            (!column.is_null(row)).then(|| column.as_string::<i32>().value(row).to_owned())
+        };
         for row in 0..batch.num_rows() {
             let mut p = Pane {
                 readings: readings.as_primitive::<Int64Type>().value(row) as u64,
                 measures: HashMap::new(),
             };
-            for (m, n, sum, min, max) in &measure_columns {
+            for (m, n, [sum, squares, min, max]) in &measure_columns {
                 let count = n.as_primitive::<Int64Type>().value(row) as u64;
+                let f = |c: &std::sync::Arc<dyn Array>| c.as_primitive::<Float64Type>().value(row);
                 if count > 0 {
                     p.measures.insert(
                         *m,
                         Sums {
                             count,
-                            sum: sum.as_primitive::<Float64Type>().value(row),
-                            min: min.as_primitive::<Float64Type>().value(row),
-                            max: max.as_primitive::<Float64Type>().value(row),
+                            sum: f(sum),
+                            squares: f(squares),
+                            min: f(min),
+                            max: f(max),
                         },
                     );
                 }
             }
-            out.insert(
-                (
-                    tenant.as_string::<i32>().value(row).to_owned(),
-                    building.as_string::<i32>().value(row).to_owned(),
-                    pane.as_primitive::<Int64Type>().value(row),
-                ),
-                p,
-            );
+            let floor = optional(floor.as_ref(), row);
+            let room = optional(room.as_ref(), row);
+            let tenant = tenant.as_string::<i32>().value(row).to_owned();
+            let building = building.as_string::<i32>().value(row).to_owned();
+            let end = end.as_primitive::<Int64Type>().value(row);
+            // The zones this group of readings counts in, as the processor defines them.
+            let mut zones = vec![Zone::BUILDING];
+            if let Some(floor) = &floor {
+                zones.push(Zone::floor(floor));
+            }
+            if let Some(room) = &room {
+                zones.push(Zone::room(floor.as_deref(), room));
+            }
+            for zone in zones {
+                let into = out
+                    .entry((tenant.clone(), building.clone(), zone, end))
+                    .or_default();
+                into.readings += p.readings;
+                for (m, sums) in &p.measures {
+                    into.measures.entry(*m).or_default().merge(sums);
+                }
+            }
         }
     }
     Ok(out)
 }
 
-/// Compares every published window with the same window computed from the lake.
-pub async fn check(
-    lake: &Lake,
-    windows: &[WindowRecord],
-    hop: Duration,
-) -> Result<AggregateCheck, SqlError> {
-    let hop_us = hop.as_micros() as i64;
-    let panes = panes(lake, hop_us).await?;
+fn close(got: f64, want: f64, relative: f64) -> bool {
+    (got - want).abs() <= relative * want.abs().max(1.0)
+}
+
+/// Compares every zone of every published minute with the same minute computed from the lake,
+/// both ways: a zone the lake has and the window lacks is a mismatch too.
+pub async fn check(lake: &Lake, windows: &[WindowRecord]) -> Result<AggregateCheck, SqlError> {
+    let expected = minutes(lake).await?;
     let mut check = AggregateCheck {
         windows: windows.len(),
         ..AggregateCheck::default()
     };
     for w in windows {
-        let mut expected = Pane::default();
-        let mut pane = w.start_us;
-        while pane < w.end_us {
-            if let Some(p) = panes.get(&(w.tenant.clone(), w.building.clone(), pane)) {
-                expected.readings += p.readings;
-                for (m, sums) in &p.measures {
-                    expected.measures.entry(*m).or_default().merge(sums);
-                }
-            }
-            pane += hop_us;
-        }
         let mut problems = Vec::new();
-        if expected.readings != w.readings {
-            problems.push(format!(
-                "readings {} (lake: {})",
-                w.readings, expected.readings
-            ));
+        let mut lake_zones: Vec<&Zone> = expected
+            .keys()
+            .filter(|(t, b, _, end)| *t == w.tenant && *b == w.building && *end == w.end_us)
+            .map(|(_, _, zone, _)| zone)
+            .collect();
+        lake_zones.sort();
+        let published_zones: Vec<Zone> = w
+            .zones
+            .iter()
+            .filter(|z| z.readings > 0)
+            .map(|z| z.zone())
+            .collect();
+        if lake_zones.iter().copied().ne(published_zones.iter()) {
+            problems.push(format!("zones {published_zones:?} (lake: {lake_zones:?})"));
         }
-        for m in Measure::ALL {
-            let got = w.measurements.get(m.name());
-            let want = expected.measures.get(&m);
-            match (got, want) {
-                (None, None) => {}
-                (Some(got), Some(want)) => {
-                    let mean = want.sum / want.count as f64;
-                    let close = (got.mean - mean).abs() <= 1e-9 * mean.abs().max(1.0);
-                    if got.count != want.count
-                        || !close
-                        || got.min != want.min
-                        || got.max != want.max
-                    {
-                        problems.push(format!(
-                            "{}: count {} mean {} min {} max {} (lake: {} {} {} {})",
-                            m.name(),
-                            got.count,
-                            got.mean,
-                            got.min,
-                            got.max,
-                            want.count,
-                            mean,
-                            want.min,
-                            want.max
-                        ));
-                    }
+        for zone in &w.zones {
+            let key = (w.tenant.clone(), w.building.clone(), zone.zone(), w.end_us);
+            let want = expected.get(&key).cloned().unwrap_or_default();
+            let got = zone.aggregate();
+            let name = format!("{:?}/{:?}", zone.floor, zone.room);
+            if want.readings != got.readings {
+                problems.push(format!(
+                    "{name}: readings {} (lake: {})",
+                    got.readings, want.readings
+                ));
+            }
+            for m in Measure::ALL {
+                let got = got.get(m);
+                match want.measures.get(&m) {
+                    None if got.count == 0 => {}
+                    Some(want)
+                        if got.count == want.count
+                            && close(got.mean().unwrap_or(f64::NAN), want.mean(), 1e-9)
+                            && got.min == want.min
+                            && got.max == want.max
+                            && match (got.stddev(), want.stddev()) {
+                                (Some(g), Some(w)) => close(g, w, 1e-6),
+                                (g, w) => g.is_none() && w.is_none(),
+                            } => {}
+                    want => problems.push(format!(
+                        "{name} {}: count {} mean {:?} min {} max {} sd {:?} (lake: {:?})",
+                        m.name(),
+                        got.count,
+                        got.mean(),
+                        got.min,
+                        got.max,
+                        got.stddev(),
+                        want.map(|w| (w.count, w.mean(), w.min, w.max, w.stddev()))
+                    )),
                 }
-                (got, want) => problems.push(format!(
-                    "{}: published {:?}, lake {:?}",
-                    m.name(),
-                    got.map(|g| g.count),
-                    want.map(|w| w.count)
-                )),
             }
         }
         if !problems.is_empty() {

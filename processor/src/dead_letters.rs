@@ -20,7 +20,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use weir_common::bus::{BusError, Poll, Subscription};
+use weir_common::bus::{BusError, Subscription};
 use weir_common::http::{ApiError, ApiQuery, Scope, Tokens, bearer_scope};
 use weir_schemas::DeadLetter;
 
@@ -81,30 +81,29 @@ impl DeadLetters {
     /// Keeps what arrives on `subscription` (the dead-letter topic) until `stop`.
     pub async fn follow(
         self: Arc<Self>,
-        mut subscription: Box<dyn Subscription>,
+        subscription: Box<dyn Subscription>,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<(), BusError> {
-        loop {
-            let poll = tokio::select! {
-                () = stop.cancelled() => return Ok(()),
-                poll = subscription.poll(1000, Duration::from_millis(500)) => poll?,
-            };
-            if let Poll::Messages(messages) = poll {
-                for message in messages {
-                    match DeadLetter::from_json(&message.value) {
-                        Ok(letter) => self.push(letter),
-                        Err(e) => tracing::warn!(
-                            partition = message.partition,
-                            offset = message.offset,
-                            error = %e,
-                            "a dead letter is not readable"
-                        ),
-                    }
-                }
-            }
-        }
+        weir_common::bus::follow(
+            subscription,
+            stop,
+            DRAIN,
+            |message| match DeadLetter::from_json(&message.value) {
+                Ok(letter) => self.push(letter),
+                Err(e) => tracing::warn!(
+                    partition = message.partition,
+                    offset = message.offset,
+                    error = %e,
+                    "a dead letter is not readable"
+                ),
+            },
+        )
+        .await
     }
 }
+
+/// How long a stopping reader keeps reading to catch up.
+const DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct Api {

@@ -1,25 +1,31 @@
-//! The weir windowed processor: live per-building aggregates by event time.
+//! The weir windowed processor: live aggregates by event time, device twins, and the warm
+//! store that serves them.
 //!
-//! - [`window`]: the arithmetic of event-time panes and rolling windows (pure, property-tested).
-//! - [`store`]: the warm store, a concurrent map of building -> panes, with the watermark.
-//! - [`api`]: the read API over the warm store.
+//! - [`window`]: the arithmetic of event-time panes and the windows made of them (pure,
+//!   property-tested); [`zones`]: a building's panes at building, floor and room level.
+//! - [`Processor`] ([`role`]): consumes `telemetry` in consumer group `weir-processor`, keeps
+//!   panes and twins in state owned by its one task, and publishes [`records`] to compacted
+//!   topics: rolling windows as they change, final minute windows, twins.
+//! - [`twins`]: the reported side of device twins and silent-device detection.
+//! - [`view`]: the warm store of every API node, materialised from those topics; [`api`]: its
+//!   read API, including live Server-Sent Events.
 //! - [`dead_letters`]: the latest dead letters of each tenant, and their read API.
-//! - [`Processor`]: the role, consuming `telemetry` in consumer group `weir-processor`.
 //!
-//! Invariant: an aggregate is exact for the readings it includes: every reading applied once,
-//! in the pane its event time falls in. Readings later than the allowed lateness are counted,
+//! Invariant: a window is exact for the readings it includes: every reading applied once, in
+//! the pane its event time falls in. Readings later than the allowed lateness are counted,
 //! not applied (they still reach cold storage through the sink's own consumer group).
 
 pub mod api;
 pub mod dead_letters;
-pub mod emit;
+pub mod records;
 pub mod replay;
-mod role;
-
-pub mod store;
+pub mod role;
 #[cfg(test)]
 mod tests;
+pub mod twins;
+pub mod view;
 pub mod window;
+pub mod zones;
 
-pub use role::{Processor, ProcessorConfig, ProcessorError};
-pub use store::WarmStore;
+pub use role::{Processor, ProcessorConfig, ProcessorCounters, ProcessorError};
+pub use view::WarmView;

@@ -1,35 +1,50 @@
-//! The processor role: consume `telemetry`, keep the warm store current, publish final
-//! windows, and commit offsets from which a restarted processor rebuilds the same state.
+//! The processor role: consume `telemetry`, keep every building's panes and every device's
+//! twin, publish windows and twins, and commit offsets from which a restarted processor
+//! rebuilds the same state.
 //!
-//! Lateness is judged per partition (see [`crate::store`]). Panes are evicted, and windows
-//! declared final, by the slowest partition's watermark, so neither depends on how partitions
-//! happen to interleave: a crash and replay give the same windows as a run without one.
+//! All state is owned by the one task that consumes: no lock, nothing shared between
+//! partitions. What readers need goes out on compacted topics (see [`crate::records`]) and is
+//! served by [`crate::view::WarmView`] on any number of API nodes.
+//!
+//! Lateness is judged per partition: a reading older than its partition's watermark (the
+//! newest event time seen there) minus the allowed lateness is late: counted, not applied. A
+//! partition's watermark only advances to `min(event_time, ingest_time)`, so a device clock
+//! running ahead (within the gateway's allowed skew) cannot push it into the future and make
+//! honest readings late. Panes are evicted, and minute windows declared final, by watermarks,
+//! never by how partitions happen to interleave: a crash and replay publish the same windows
+//! as a run without one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use weir_common::bus::{
-    Bus, BusError, Partition, Poll, Record, Subscription, TopicSpec, partition_for_key,
-};
+use weir_common::bus::{Bus, BusError, Message, Partition, Poll, Record, Subscription, TopicSpec};
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
-use weir_schemas::TelemetryCodec;
+use weir_schemas::{Telemetry, TelemetryCodec};
 
-use crate::emit::WindowRecord;
+use crate::records::{TwinRecord, WindowKind, WindowRecord, ZoneStats};
 use crate::replay::ReplayPoints;
-use crate::store::{Applied, WarmStore, watermark_time};
+use crate::twins::{SilenceRule, Twins};
 use crate::window::Geometry;
+use crate::zones::{BuildingPanes, Levels};
+
+/// Length of the tumbling series windows.
+pub const MINUTE_US: i64 = 60_000_000;
 
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
     /// Length of the rolling window.
     pub window: Duration,
-    /// How far the rolling window advances at a time (the pane length).
+    /// How far the rolling window advances at a time (the pane length). Divides a minute.
     pub hop: Duration,
     /// How late a reading may arrive and still correct its window.
     pub allowed_lateness: Duration,
+    /// How often changed rolling windows and twins are published.
+    pub emit_interval: Duration,
+    /// When a device counts as silent.
+    pub silence: SilenceRule,
     /// Consumer group on `telemetry` (under the topics' prefix).
     pub group: String,
     pub topics: Topics,
@@ -52,6 +67,8 @@ impl Default for ProcessorConfig {
             window: Duration::from_secs(300),
             hop: Duration::from_secs(10),
             allowed_lateness: Duration::from_secs(60),
+            emit_interval: Duration::from_secs(1),
+            silence: SilenceRule::default(),
             group: "weir-processor".into(),
             topics: Topics::default(),
             max_poll_records: 2048,
@@ -79,6 +96,21 @@ impl ProcessorConfig {
                 self.window, self.hop
             ));
         }
+        if !(MINUTE_US as u128).is_multiple_of(self.hop.as_micros()) {
+            return bad(format!(
+                "hop ({:?}) must divide a minute, so that minute series are made of whole panes",
+                self.hop
+            ));
+        }
+        if self.emit_interval.is_zero() {
+            return bad("emit interval must be more than zero".into());
+        }
+        if !(self.silence.factor.is_finite() && self.silence.factor >= 1.0) {
+            return bad(format!(
+                "silent factor must be at least 1 (got {})",
+                self.silence.factor
+            ));
+        }
         if self.max_poll_records == 0 {
             return bad("max_poll_records must be at least 1".into());
         }
@@ -94,41 +126,93 @@ pub enum ProcessorError {
     Bus(#[from] BusError),
 }
 
+/// What the processor has done, for tests, the demo and metrics.
+#[derive(Debug, Default)]
+pub struct ProcessorCounters {
+    /// Readings applied to windows.
+    pub applied: AtomicU64,
+    /// Readings that came later than the allowed lateness.
+    pub late: AtomicU64,
+    /// Records that did not decode.
+    pub undecodable: AtomicU64,
+    /// Window records published.
+    pub windows_published: AtomicU64,
+    /// Twin records published.
+    pub twins_published: AtomicU64,
+}
+
+impl ProcessorCounters {
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
+    pub fn late(&self) -> u64 {
+        self.late.load(Ordering::Relaxed)
+    }
+
+    /// Readings taken from the bus, whatever became of them.
+    pub fn seen(&self) -> u64 {
+        self.applied() + self.late() + self.undecodable.load(Ordering::Relaxed)
+    }
+}
+
+/// One building, as the processor keeps it.
+#[derive(Debug, Default)]
+struct Building {
+    partition: Partition,
+    panes: BuildingPanes,
+    late: u64,
+    /// A reading was applied since the rolling window was last published.
+    changed: bool,
+    /// ... since the rooms' rolling window was last published.
+    rooms_changed: bool,
+    /// End of the rolling window last published, and whether it had readings.
+    published_end: Option<i64>,
+    published_readings: u64,
+    rooms_published_end: Option<i64>,
+    rooms_published_readings: u64,
+    /// End of the next minute window to publish.
+    next_minute: Option<i64>,
+}
+
 /// The processor role, a member of its consumer group from [`Processor::start`] on.
 pub struct Processor {
     config: ProcessorConfig,
     bus: Arc<dyn Bus>,
     sub: Box<dyn Subscription>,
-    store: Arc<WarmStore>,
     geometry: Geometry,
     lateness_us: i64,
-    partitions: u32,
-    /// Newest event time seen per partition: what lateness is judged against.
+    /// By tenant, then building.
+    buildings: HashMap<String, HashMap<String, Building>>,
+    twins: Twins,
+    counters: Arc<ProcessorCounters>,
+    /// Newest event time seen per partition (capped at ingest time): what lateness is judged
+    /// against.
     watermarks: HashMap<Partition, i64>,
     replay: ReplayPoints,
+    /// Panes before this were evicted: a reading for them is late.
+    evicted_before: i64,
     /// Per partition, the first pane rebuilt completely since it was assigned.
     complete_from: HashMap<Partition, i64>,
     /// Partitions owned, and since when: one that has delivered nothing yet holds back
     /// eviction for a while, as its first readings may be old.
     assigned: HashMap<Partition, tokio::time::Instant>,
-    /// Per building (`tenant/building`), the end of the next window to publish.
-    next_final: HashMap<String, i64>,
-    /// Per partition, the hop through which windows were last looked at for publication:
-    /// nothing new can be final until a partition's watermark passes the next one.
-    final_checked: HashMap<Partition, i64>,
+    /// Per partition, the minute through which windows were last looked at for publication.
+    minutes_checked: HashMap<Partition, i64>,
 }
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 /// A partition whose watermark is this far behind the newest is treated as idle: it no longer
-/// holds back eviction and final windows (its stragglers then count as late).
+/// holds back eviction (its stragglers then count as late).
 const IDLE_PARTITION_US: i64 = 3_600_000_000;
 /// How long an assigned partition that has delivered nothing holds back eviction: a topic may
 /// have partitions no building maps to.
 const SILENT_PARTITION_WAIT: Duration = Duration::from_secs(60);
 
 impl Processor {
-    /// Checks the configuration and joins the consumer group. From then on the bus keeps
-    /// every record for this group: start consumers before accepting traffic.
+    /// Checks the configuration, takes back the twins published before, and joins the
+    /// consumer group. From then on the bus keeps every record for this group: start
+    /// consumers before accepting traffic.
     pub async fn start(config: ProcessorConfig, bus: Arc<dyn Bus>) -> Result<Self, ProcessorError> {
         config.validate()?;
         // Validated above: at most a day, so the microseconds fit an i64.
@@ -137,49 +221,50 @@ impl Processor {
             window_us: micros(config.window),
             hop_us: micros(config.hop),
         };
-        let lateness_us = micros(config.allowed_lateness);
-        let store = Arc::new(WarmStore::new(geometry, lateness_us));
         let topic = config.topics.telemetry();
         let partitions = bus.partitions(&topic).await?;
-        bus.ensure_topic(&TopicSpec {
-            name: config.topics.building_aggregates(),
-            partitions,
-            compacted: true,
-        })
-        .await?;
+        for name in [
+            config.topics.building_aggregates(),
+            config.topics.device_twins(),
+        ] {
+            bus.ensure_topic(&TopicSpec {
+                name,
+                partitions,
+                compacted: true,
+            })
+            .await?;
+        }
+        let twins = restore_twins(bus.as_ref(), &config.topics, partitions).await?;
         let sub = bus
             .subscribe(&topic, &config.topics.group(&config.group))
             .await?;
         Ok(Self {
+            lateness_us: micros(config.allowed_lateness),
             config,
             bus,
             sub,
-            store,
             geometry,
-            lateness_us,
-            partitions,
+            buildings: HashMap::new(),
+            twins,
+            counters: Arc::default(),
             watermarks: HashMap::new(),
             replay: ReplayPoints::default(),
+            evicted_before: i64::MIN,
             complete_from: HashMap::new(),
-            next_final: HashMap::new(),
-            final_checked: HashMap::new(),
             assigned: HashMap::new(),
+            minutes_checked: HashMap::new(),
         })
     }
 
-    pub fn store(&self) -> Arc<WarmStore> {
-        self.store.clone()
-    }
-
-    /// The read API; `tokens` says which tenant a caller's API token may read.
-    pub fn router(&self, tokens: Arc<dyn weir_common::http::Tokens>) -> Router {
-        crate::api::router(self.store.clone(), tokens)
+    pub fn counters(&self) -> Arc<ProcessorCounters> {
+        self.counters.clone()
     }
 
     /// Consumes until `shutdown` fires (then drains, if configured) or the bus fails.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ProcessorError> {
         let max = self.config.max_poll_records;
         let mut last_evict = tokio::time::Instant::now();
+        let mut last_emit = tokio::time::Instant::now();
         loop {
             let poll = tokio::select! {
                 biased;
@@ -187,6 +272,10 @@ impl Processor {
                 poll = self.sub.poll(max, POLL_TIMEOUT) => poll?,
             };
             self.handle(poll).await?;
+            if last_emit.elapsed() >= self.config.emit_interval {
+                self.publish_live().await?;
+                last_emit = tokio::time::Instant::now();
+            }
             if last_evict.elapsed() >= self.config.evict_interval {
                 self.evict();
                 // Eviction moves the replay points on: tell the group.
@@ -204,15 +293,17 @@ impl Processor {
                 }
             }
         }
+        // What the live view shows is as fresh as the last reading read.
+        self.publish_live().await?;
         tracing::info!(
-            applied = self.store.applied(),
-            late = self.store.late(),
+            applied = self.counters.applied(),
+            late = self.counters.late(),
             "processor stopped"
         );
         Ok(())
     }
 
-    /// Applies a poll's records, publishes what became final, commits.
+    /// Applies a poll's records, publishes the minutes that became final, commits.
     async fn handle(&mut self, poll: Poll) -> Result<(), ProcessorError> {
         let messages = match poll {
             Poll::Messages(messages) => messages,
@@ -221,14 +312,16 @@ impl Processor {
                 for p in &partitions {
                     self.assigned.remove(p);
                     self.watermarks.remove(p);
-                    self.final_checked.remove(p);
+                    self.minutes_checked.remove(p);
                     self.replay.forget(*p);
                     self.complete_from.remove(p);
                 }
-                let n = self.partitions;
-                self.store.retain_buildings(|key| {
-                    !partitions.contains(&partition_for_key(key.as_bytes(), n))
-                });
+                let gone = |p: Partition| partitions.contains(&p);
+                for tenant in self.buildings.values_mut() {
+                    tenant.retain(|_, b| !gone(b.partition));
+                }
+                self.buildings.retain(|_, t| !t.is_empty());
+                self.twins.retain_partitions(|p| !gone(p));
                 return Ok(());
             }
             Poll::Assigned(partitions) => {
@@ -242,31 +335,53 @@ impl Processor {
         };
         let codec = TelemetryCodec::global();
         for message in &messages {
-            let p = message.partition;
-            let record = match codec.decode(&message.value) {
-                Ok(record) => record,
+            match codec.decode(&message.value) {
+                Ok(record) => self.apply(message, &record),
                 Err(error) => {
                     // The cold sink sends these to the dead letters.
-                    tracing::error!(partition = p, offset = message.offset, %error, "skipping a telemetry record that does not decode");
-                    self.replay.skipped(p, message.offset);
-                    continue;
+                    tracing::error!(partition = message.partition, offset = message.offset, %error, "skipping a telemetry record that does not decode");
+                    self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                    self.replay.skipped(message.partition, message.offset);
                 }
-            };
-            let watermark = self.watermarks.get(&p).copied();
-            match self.store.apply(&record, watermark) {
-                Applied::Applied => {
-                    let pane = self.geometry.pane_start(record.event_time);
-                    self.replay.applied(p, message.offset, pane);
-                    self.complete_from.entry(p).or_insert(pane);
-                }
-                Applied::Late => self.replay.skipped(p, message.offset),
             }
-            let time = watermark_time(&record);
-            self.watermarks
-                .insert(p, watermark.map_or(time, |w| w.max(time)));
         }
-        self.publish_final_windows().await?;
+        self.publish_final_minutes().await?;
         self.commit().await
+    }
+
+    fn apply(&mut self, message: &Message, record: &Telemetry) {
+        let p = message.partition;
+        let watermark = self.watermarks.get(&p).copied();
+        let late = watermark
+            .is_some_and(|w| record.event_time < w.saturating_sub(self.lateness_us))
+            || record.event_time < self.evicted_before;
+        let tenant = match self.buildings.get_mut(record.tenant.as_str()) {
+            Some(tenant) => tenant,
+            None => self.buildings.entry(record.tenant.clone()).or_default(),
+        };
+        let building = match tenant.get_mut(record.building.as_str()) {
+            Some(building) => building,
+            None => tenant.entry(record.building.clone()).or_default(),
+        };
+        building.partition = p;
+        if late {
+            building.late += 1;
+            self.counters.late.fetch_add(1, Ordering::Relaxed);
+            self.replay.skipped(p, message.offset);
+        } else {
+            building.panes.add(&self.geometry, record);
+            building.changed = true;
+            building.rooms_changed |= record.room.is_some();
+            let pane = self.geometry.pane_start(record.event_time);
+            self.replay.applied(p, message.offset, pane);
+            self.complete_from.entry(p).or_insert(pane);
+            self.counters.applied.fetch_add(1, Ordering::Relaxed);
+        }
+        // A late reading still tells the twin the device is alive.
+        self.twins.observe(record, p);
+        let time = record.event_time.min(record.ingest_time);
+        self.watermarks
+            .insert(p, watermark.map_or(time, |w| w.max(time)));
     }
 
     async fn commit(&mut self) -> Result<(), ProcessorError> {
@@ -279,6 +394,159 @@ impl Processor {
             self.sub.commit(&offsets).await?;
         }
         Ok(())
+    }
+
+    /// Publishes the rolling windows that changed, and the twins.
+    async fn publish_live(&mut self) -> Result<(), ProcessorError> {
+        let window = self.geometry.window_us;
+        let building_and_floors = Levels {
+            rooms: false,
+            ..Levels::ALL
+        };
+        let rooms = Levels {
+            building: false,
+            floors: false,
+            rooms: true,
+        };
+        let mut records = Vec::new();
+        for (tenant_name, tenant) in &mut self.buildings {
+            for (building_name, b) in tenant.iter_mut() {
+                let Some(watermark) = self.watermarks.get(&b.partition).copied() else {
+                    continue;
+                };
+                let end = self.geometry.window_end_containing(watermark);
+                let moved = b.published_end != Some(end);
+                // A window that slid with nothing in it before or since shows nothing new.
+                if b.changed || (moved && b.published_readings > 0) {
+                    let zones = b.panes.between(end - window, end, building_and_floors);
+                    b.published_readings = zones.first().map_or(0, |(_, a)| a.readings);
+                    records.push(window_record(
+                        tenant_name,
+                        building_name,
+                        WindowKind::Rolling,
+                        (end - window, end, watermark),
+                        b.late,
+                        zones,
+                    ));
+                }
+                b.published_end = Some(end);
+                b.changed = false;
+                // Rooms are many: their window goes out once per hop at most.
+                let rooms_moved = b.rooms_published_end != Some(end);
+                if rooms_moved && (b.rooms_changed || b.rooms_published_readings > 0) {
+                    let zones = b.panes.between(end - window, end, rooms);
+                    b.rooms_published_readings = zones.iter().map(|(_, a)| a.readings).sum();
+                    records.push(window_record(
+                        tenant_name,
+                        building_name,
+                        WindowKind::RollingRooms,
+                        (end - window, end, watermark),
+                        b.late,
+                        zones,
+                    ));
+                    b.rooms_published_end = Some(end);
+                    b.rooms_changed = false;
+                }
+            }
+        }
+        self.produce_windows(records).await?;
+
+        let now_us = chrono::Utc::now().timestamp_micros();
+        let assigned = &self.assigned;
+        self.twins
+            .check_silence(&self.config.silence, now_us, |p| assigned.contains_key(&p));
+        let twins: Vec<Record> = self
+            .twins
+            .take_changed()
+            .iter()
+            .map(TwinRecord::to_record)
+            .collect();
+        if !twins.is_empty() {
+            self.counters
+                .twins_published
+                .fetch_add(twins.len() as u64, Ordering::Relaxed);
+            self.bus
+                .produce(&self.config.topics.device_twins(), twins)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn produce_windows(&mut self, records: Vec<WindowRecord>) -> Result<(), ProcessorError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.counters
+            .windows_published
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        let records = records.iter().map(WindowRecord::to_record).collect();
+        let topic = self.config.topics.building_aggregates();
+        self.bus.produce(&topic, records).await?;
+        Ok(())
+    }
+
+    /// Publishes every minute window that no reading can change any more. A building's
+    /// readings all come through its one partition, so its minutes are final once that
+    /// partition's watermark is past their end by the allowed lateness.
+    async fn publish_final_minutes(&mut self) -> Result<(), ProcessorError> {
+        // Looking through every building after every poll costs more than the readings
+        // themselves: look only once a partition's watermark has crossed a minute boundary.
+        let mut crossed = false;
+        for (p, watermark) in &self.watermarks {
+            let through = watermark
+                .saturating_sub(self.lateness_us)
+                .div_euclid(MINUTE_US);
+            if self.minutes_checked.insert(*p, through) != Some(through) {
+                crossed = true;
+            }
+        }
+        if !crossed {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for (tenant_name, tenant) in &mut self.buildings {
+            for (building_name, b) in tenant.iter_mut() {
+                let p = b.partition;
+                let (Some(watermark), Some(complete_from)) =
+                    (self.watermarks.get(&p), self.complete_from.get(&p))
+                else {
+                    continue;
+                };
+                let final_until = watermark.saturating_sub(self.lateness_us);
+                // Eviction keeps whole minutes, so the minute of the first reading replayed
+                // since the partition was assigned is complete.
+                let first = minute_start(*complete_from) + MINUTE_US;
+                let mut end = b.next_minute.unwrap_or(first).max(first);
+                while end <= final_until {
+                    let total = b.panes.total().between(end - MINUTE_US, end);
+                    if total.readings == 0 {
+                        // A quiet stretch: jump to the next minute with readings.
+                        match b.panes.total().first_from(end) {
+                            Some(pane) => {
+                                end = minute_start(pane) + MINUTE_US;
+                                continue;
+                            }
+                            None => {
+                                end = minute_start(final_until) + MINUTE_US;
+                                break;
+                            }
+                        }
+                    }
+                    let zones = b.panes.between(end - MINUTE_US, end, Levels::ALL);
+                    records.push(window_record(
+                        tenant_name,
+                        building_name,
+                        WindowKind::Minute,
+                        (end - MINUTE_US, end, *watermark),
+                        b.late,
+                        zones,
+                    ));
+                    end += MINUTE_US;
+                }
+                b.next_minute = Some(end);
+            }
+        }
+        self.produce_windows(records).await
     }
 
     /// The watermark every busy partition has passed; `None` while a partition assigned a
@@ -298,90 +566,93 @@ impl Processor {
             .min()
     }
 
-    /// Publishes every building window that no reading can change any more. A building's
-    /// readings all come through its one partition, so its windows are final once that
-    /// partition's watermark is past their end by the allowed lateness.
-    async fn publish_final_windows(&mut self) -> Result<(), ProcessorError> {
-        let hop = self.geometry.hop_us;
-        let window = self.geometry.window_us;
-        // Looking through every building after every poll costs more than the readings
-        // themselves: look only once a partition's watermark has crossed a hop boundary.
-        let mut crossed = false;
-        for (p, watermark) in &self.watermarks {
-            let through = watermark.saturating_sub(self.lateness_us).div_euclid(hop);
-            if self.final_checked.insert(*p, through) != Some(through) {
-                crossed = true;
-            }
-        }
-        if !crossed {
-            return Ok(());
-        }
-        let mut records: Vec<Record> = Vec::new();
-        for (tenant, building) in self.store.buildings() {
-            let key = format!("{tenant}/{building}");
-            let p = partition_for_key(key.as_bytes(), self.partitions);
-            let (Some(watermark), Some(complete_from)) =
-                (self.watermarks.get(&p), self.complete_from.get(&p))
-            else {
-                continue;
-            };
-            let final_until = watermark.saturating_sub(self.lateness_us);
-            // Only windows whose every pane was rebuilt since the partition was assigned.
-            let first = complete_from + window;
-            let mut end = self
-                .next_final
-                .get(&key)
-                .copied()
-                .unwrap_or(first)
-                .max(first);
-            while end <= final_until {
-                let Some(w) = self.store.window(&tenant, &building, end) else {
-                    break;
-                };
-                if w.aggregate.readings == 0 {
-                    // A quiet stretch: jump to the next window with readings rather than
-                    // publish empty ones for hours.
-                    match self.store.first_pane_of(&key, end) {
-                        Some(pane) if pane + hop > end => {
-                            end = pane + hop;
-                            continue;
-                        }
-                        _ => {
-                            end = final_until.div_euclid(hop) * hop + hop;
-                            break;
-                        }
-                    }
-                }
-                records.push(WindowRecord::from(&w).to_record());
-                end += hop;
-            }
-            self.next_final.insert(key, end);
-        }
-        if !records.is_empty() {
-            self.bus
-                .produce(&self.config.topics.building_aggregates(), records)
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Drops panes that no window still to publish or show, and no non-late reading, needs.
+    /// Cuts at a minute boundary, so that a replay from the oldest kept pane rebuilds whole
+    /// minutes.
     fn evict(&mut self) {
-        let (Some(newest), Some(slowest)) = (self.store.watermark(), self.slowest_watermark())
-        else {
+        let Some(slowest) = self.slowest_watermark() else {
             return;
         };
-        let shown_from = self.geometry.window_end_containing(newest) - self.geometry.window_us;
+        let shown_from = self.geometry.window_end_containing(slowest) - self.geometry.window_us;
         let reachable_from = self
             .geometry
             .pane_start(slowest.saturating_sub(self.lateness_us));
         let unpublished_from = self
-            .next_final
+            .buildings
             .values()
+            .flat_map(|t| t.values())
+            .filter_map(|b| b.next_minute)
             .min()
-            .map_or(i64::MIN, |end| end - self.geometry.window_us);
-        let keep_from = shown_from.min(reachable_from).min(unpublished_from);
-        self.store.evict_before(keep_from);
+            .map_or(i64::MAX, |end| end - MINUTE_US);
+        let keep_from = minute_start(shown_from.min(reachable_from).min(unpublished_from));
+        if keep_from <= self.evicted_before {
+            return;
+        }
+        self.evicted_before = keep_from;
+        for b in self.buildings.values_mut().flat_map(|t| t.values_mut()) {
+            b.panes.evict_before(keep_from);
+        }
         self.replay.evicted_before(keep_from);
     }
+}
+
+fn minute_start(t: i64) -> i64 {
+    t.div_euclid(MINUTE_US) * MINUTE_US
+}
+
+fn window_record(
+    tenant: &str,
+    building: &str,
+    kind: WindowKind,
+    (start_us, end_us, watermark_us): (i64, i64, i64),
+    late_readings: u64,
+    zones: Vec<(crate::zones::Zone, crate::window::Aggregate)>,
+) -> WindowRecord {
+    WindowRecord {
+        tenant: tenant.to_owned(),
+        building: building.to_owned(),
+        kind,
+        start_us,
+        end_us,
+        watermark_us,
+        late_readings,
+        zones: zones
+            .into_iter()
+            .map(|(zone, aggregate)| ZoneStats::new(zone, &aggregate))
+            .collect(),
+    }
+}
+
+/// Reads the twins topic to its end, so that devices quiet since before a restart are still
+/// judged silent.
+async fn restore_twins(
+    bus: &dyn Bus,
+    topics: &Topics,
+    partitions: u32,
+) -> Result<Twins, ProcessorError> {
+    let mut twins = Twins::default();
+    let group = weir_common::bus::conformance::unique(&topics.group("weir-processor-twins"));
+    let mut sub = bus.subscribe(&topics.device_twins(), &group).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match sub.poll(10_000, Duration::from_millis(100)).await? {
+            Poll::Messages(messages) => {
+                for m in messages {
+                    if let Ok(twin) = serde_json::from_slice::<TwinRecord>(&m.value) {
+                        let key = format!("{}/{}", twin.tenant, twin.building);
+                        let p = weir_common::bus::partition_for_key(key.as_bytes(), partitions);
+                        twins.restore(twin, p);
+                    }
+                }
+            }
+            Poll::Idle => {
+                let caught_up = !sub.assignment().is_empty() && sub.lag().await? == 0;
+                if caught_up || tokio::time::Instant::now() > deadline {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(twins)
 }

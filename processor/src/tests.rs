@@ -1,5 +1,5 @@
-//! The processor against the bus: a crash and replay publish the same final windows as an
-//! oracle computed from the readings.
+//! The processor against the bus: a crash and replay publish the same final windows, at every
+//! level, as an oracle computed from the readings.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +10,10 @@ use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
 use weir_schemas::{Telemetry, TelemetryCodec};
 
-use crate::emit::WindowRecord;
+use crate::records::{TwinRecord, WindowKind, WindowRecord};
+use crate::role::MINUTE_US;
+use crate::view::WarmView;
+use crate::zones::Zone;
 use crate::{Processor, ProcessorConfig};
 
 const SEC: i64 = 1_000_000;
@@ -21,6 +24,7 @@ fn config() -> ProcessorConfig {
         window: Duration::from_secs(60),
         hop: Duration::from_secs(10),
         allowed_lateness: Duration::from_secs(20),
+        emit_interval: Duration::from_millis(50),
         drain_on_shutdown: true,
         commit_for_replay: true,
         // Evict while the test runs, so that the replay really starts mid-stream.
@@ -29,8 +33,9 @@ fn config() -> ProcessorConfig {
     }
 }
 
-/// Twenty minutes of readings from six buildings of two tenants, one per building and second,
-/// with a few out of order (within the lateness) and a few too late.
+/// Twenty minutes of readings from six buildings of two tenants, one per building and second
+/// from one of four devices on two floors, with a few out of order (within the lateness) and a
+/// few too late.
 fn readings() -> Vec<Telemetry> {
     let mut out = Vec::new();
     for second in 0..1200i64 {
@@ -43,14 +48,17 @@ fn readings() -> Vec<Telemetry> {
             if second % 211 == 0 {
                 event -= 300 * SEC; // far too late
             }
+            let d = second % 4;
             let mut r = Telemetry::new(
                 tenant,
                 format!("b{b}"),
-                format!("d{b}"),
+                format!("d{b}-{d}"),
                 second,
                 event,
                 "test",
             );
+            r.floor = Some(format!("{}", d / 2 + 1));
+            r.room = Some(format!("{}-{:02}", d / 2 + 1, d % 2 + 1));
             r.ingest_time = T0 + second * SEC;
             r.temperature = Some(18.0 + ((second * 7 + b) % 13) as f64 * 0.37);
             r.co2 = (b % 3 == 0).then_some(400.0 + (second % 50) as f64);
@@ -92,26 +100,69 @@ fn counted(readings: &[Telemetry]) -> Vec<&Telemetry> {
         .collect()
 }
 
-/// What the window `[end - 60 s, end)` of a building must say.
+/// What one zone's minute `[end - 60 s, end)` must say about temperature: count, mean, min,
+/// max and standard deviation, computed directly from the readings.
 fn oracle(
     counted: &[&Telemetry],
     tenant: &str,
     building: &str,
+    zone: &Zone,
     end: i64,
-) -> (u64, Option<(f64, f64, f64)>) {
+) -> Option<(u64, f64, f64, f64, Option<f64>)> {
     let temps: Vec<f64> = counted
         .iter()
         .filter(|r| r.tenant == tenant && r.building == building)
-        .filter(|r| (end - 60 * SEC..end).contains(&r.event_time))
+        .filter(|r| zone.floor.is_none() || r.floor == zone.floor)
+        .filter(|r| zone.room.is_none() || r.room == zone.room)
+        .filter(|r| (end - MINUTE_US..end).contains(&r.event_time))
         .filter_map(|r| r.temperature)
         .collect();
     if temps.is_empty() {
-        return (0, None);
+        return None;
     }
+    let n = temps.len() as f64;
     let min = temps.iter().copied().fold(f64::INFINITY, f64::min);
     let max = temps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mean = temps.iter().sum::<f64>() / temps.len() as f64;
-    (temps.len() as u64, Some((mean, min, max)))
+    let mean = temps.iter().sum::<f64>() / n;
+    let sd = (temps.len() > 1)
+        .then(|| (temps.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    Some((temps.len() as u64, mean, min, max, sd))
+}
+
+async fn wait_until_seen(counters: &crate::ProcessorCounters, n: usize) {
+    for _ in 0..500 {
+        if counters.seen() == n as u64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counters.seen(), n as u64);
+}
+
+/// The last value of every key of a topic, as compaction keeps it.
+async fn latest<T: serde::de::DeserializeOwned>(
+    bus: &MemoryBus,
+    topic: &str,
+) -> BTreeMap<String, T> {
+    let mut reader = bus.subscribe(topic, "check").await.unwrap();
+    let mut latest = BTreeMap::new();
+    loop {
+        match reader
+            .poll(10_000, Duration::from_millis(300))
+            .await
+            .unwrap()
+        {
+            Poll::Messages(messages) => {
+                for m in messages {
+                    let value: T = serde_json::from_slice(&m.value).unwrap();
+                    latest.insert(String::from_utf8_lossy(&m.key).into_owned(), value);
+                }
+            }
+            Poll::Idle => break,
+            _ => {}
+        }
+    }
+    latest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,16 +183,10 @@ async fn a_crashed_processor_replays_to_the_same_final_windows() {
     let a = Processor::start(config(), Arc::new(bus.clone()))
         .await
         .unwrap();
-    let store_a = a.store();
+    let counters_a = a.counters();
     let task = tokio::spawn(a.run(CancellationToken::new()));
     produce(&bus, &topics.telemetry(), first).await;
-    for _ in 0..500 {
-        if store_a.applied() + store_a.late() == first.len() as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(store_a.applied() + store_a.late(), first.len() as u64);
+    wait_until_seen(&counters_a, first.len()).await;
     // Let A evict and commit after the last batch it processed.
     tokio::time::sleep(Duration::from_millis(300)).await;
     task.abort();
@@ -151,7 +196,7 @@ async fn a_crashed_processor_replays_to_the_same_final_windows() {
     let b = Processor::start(config(), Arc::new(bus.clone()))
         .await
         .unwrap();
-    let store_b = b.store();
+    let counters_b = b.counters();
     let stop = CancellationToken::new();
     let task = tokio::spawn(b.run(stop.clone()));
     produce(&bus, &topics.telemetry(), second).await;
@@ -159,60 +204,89 @@ async fn a_crashed_processor_replays_to_the_same_final_windows() {
     stop.cancel();
     task.await.unwrap().unwrap();
     assert!(
-        store_b.applied() + store_b.late() < all.len() as u64,
+        counters_b.seen() < all.len() as u64,
         "B resumed from A's commits, not from the beginning"
     );
 
-    // The last value of every key, as a compacted topic keeps it.
-    let mut reader = bus
-        .subscribe(&topics.building_aggregates(), "check")
-        .await
-        .unwrap();
-    let mut latest: BTreeMap<String, WindowRecord> = BTreeMap::new();
-    loop {
-        match reader
-            .poll(10_000, Duration::from_millis(300))
-            .await
-            .unwrap()
-        {
-            Poll::Messages(messages) => {
-                for m in messages {
-                    let w: WindowRecord = serde_json::from_slice(&m.value).unwrap();
-                    latest.insert(String::from_utf8_lossy(&m.key).into_owned(), w);
-                }
-            }
-            Poll::Idle => break,
-            _ => {}
-        }
-    }
-    let crash_time = first.last().unwrap().ingest_time;
-    let around_crash = latest
+    let published: BTreeMap<String, WindowRecord> =
+        latest(&bus, &topics.building_aggregates()).await;
+    let minutes: Vec<&WindowRecord> = published
         .values()
-        .filter(|w| (w.end_us - crash_time).abs() < 120 * SEC)
-        .count();
-    assert!(
-        around_crash >= 6 * 10,
-        "windows around the crash were published: {around_crash}"
-    );
-    assert!(
-        latest.len() >= 6 * 100,
-        "{} windows published",
-        latest.len()
-    );
+        .filter(|w| w.kind == WindowKind::Minute)
+        .collect();
     let counted = counted(&all);
     assert!(counted.len() < all.len(), "some readings are too late");
-    for (key, w) in &latest {
+    // Every minute with readings that is final when the readings stop (the last is not).
+    let final_until = T0 + 1199 * SEC - 20 * SEC;
+    let expected: std::collections::BTreeSet<(&str, &str, i64)> = counted
+        .iter()
+        .map(|r| {
+            (
+                r.tenant.as_str(),
+                r.building.as_str(),
+                r.event_time.div_euclid(MINUTE_US) * MINUTE_US + MINUTE_US,
+            )
+        })
+        .filter(|(_, _, end)| *end <= final_until)
+        .collect();
+    assert_eq!(
+        minutes.len(),
+        expected.len(),
+        "every building's final minutes"
+    );
+    let mut zones_checked = 0;
+    for (key, w) in &published {
         assert_eq!(key, &w.key());
-        let (count, stats) = oracle(&counted, &w.tenant, &w.building, w.end_us);
-        let got = w.measurements.get("temperature");
-        assert_eq!(got.map_or(0, |t| t.count), count, "{key}");
-        if let (Some(got), Some((mean, min, max))) = (got, stats) {
-            assert!(
-                (got.mean - mean).abs() < 1e-9,
-                "{key}: {} vs {mean}",
-                got.mean
-            );
-            assert_eq!((got.min, got.max), (min, max), "{key}");
+        if w.kind != WindowKind::Minute {
+            continue;
+        }
+        // Every zone with readings, and the building, is in the record.
+        let mut expected_zones = vec![Zone::BUILDING];
+        for floor in ["1", "2"] {
+            expected_zones.push(Zone::floor(floor));
+            for room in ["01", "02"] {
+                expected_zones.push(Zone::room(Some(floor), &format!("{floor}-{room}")));
+            }
+        }
+        for zone in expected_zones {
+            let got = w.zones.iter().find(|z| z.zone() == zone);
+            let want = oracle(&counted, &w.tenant, &w.building, &zone, w.end_us);
+            let got = got.map(|z| z.aggregate().get(weir_schemas::Measure::Temperature));
+            match (got, want) {
+                (None, None) => {}
+                (Some(got), Some((count, mean, min, max, sd))) => {
+                    assert_eq!(got.count, count, "{key} {zone:?}");
+                    assert!((got.mean().unwrap() - mean).abs() < 1e-9, "{key} {zone:?}");
+                    assert_eq!((got.min, got.max), (min, max), "{key} {zone:?}");
+                    match (got.stddev(), sd) {
+                        (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9, "{key} {zone:?}"),
+                        (g, w) => assert_eq!(g, w, "{key} {zone:?}"),
+                    }
+                    zones_checked += 1;
+                }
+                (got, want) => panic!("{key} {zone:?}: published {got:?}, oracle {want:?}"),
+            }
         }
     }
+    assert!(
+        zones_checked > 6 * 19 * 5,
+        "{zones_checked} zone minutes checked"
+    );
+
+    // The live view built from the topics agrees with the last minute of the oracle.
+    let view = WarmView::default();
+    for w in published.into_values() {
+        view.apply_window(w);
+    }
+    let (rolling, rooms) = view.rolling("fabrikam", "b0").unwrap();
+    assert_eq!(rolling.end_us - rolling.start_us, 60 * SEC);
+    assert!(rolling.building_stats().unwrap().readings > 0);
+    assert_eq!(rooms.unwrap().zones.len(), 4);
+    let twins: BTreeMap<String, TwinRecord> = latest(&bus, &topics.device_twins()).await;
+    assert_eq!(twins.len(), 6 * 4, "a twin per device");
+    let last = all.iter().rev().find(|r| r.device == "d0-3").unwrap();
+    assert_eq!(
+        twins["fabrikam/d0-3"].reported["temperature"].value,
+        last.temperature.unwrap()
+    );
 }

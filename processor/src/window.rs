@@ -1,35 +1,52 @@
-//! Event-time panes and the rolling windows made of them.
+//! Event-time panes and the windows made of them.
 //!
 //! Time is cut into panes of `hop` length aligned on the epoch. A rolling window of `window`
 //! length is the union of the `window / hop` panes that end at a pane boundary; it advances by
-//! one hop at a time. Panes make late corrections cheap (a late reading updates one pane) and
-//! every window exact (count, sum, min and max merge without loss).
+//! one hop at a time. The tumbling series (one minute, one hour) are unions of panes too. Panes
+//! make late corrections cheap (a late reading updates one pane) and every window exact: count,
+//! sum, min, max and the sum of squared deviations merge without loss.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use weir_schemas::{Measure, Telemetry};
 
-/// Count, sum, min and max of one measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// Count, sum, min, max and the sum of squared deviations from the mean of one measurement.
+///
+/// `m2` is kept the way Welford's online algorithm does and merged with Chan's formula, so the
+/// standard deviation stays accurate when values are large next to their spread (a CO2 level
+/// of 400 ppm varying by 0.1) where a plain sum of squares would cancel to noise.
+///
+/// Published as the array `[count, sum, min, max, m2]`: windows carry many of them.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(into = "[f64; 5]", from = "[f64; 5]")]
 pub struct Stats {
     pub count: u64,
     pub sum: f64,
     pub min: f64,
     pub max: f64,
+    pub m2: f64,
 }
 
 impl Stats {
     pub fn add(&mut self, value: f64) {
         if self.count == 0 {
-            self.min = value;
-            self.max = value;
-        } else {
-            self.min = self.min.min(value);
-            self.max = self.max.max(value);
+            *self = Stats {
+                count: 1,
+                sum: value,
+                min: value,
+                max: value,
+                m2: 0.0,
+            };
+            return;
         }
+        let before = self.sum / self.count as f64;
         self.count += 1;
         self.sum += value;
+        let after = self.sum / self.count as f64;
+        self.m2 += (value - before) * (value - after);
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
     }
 
     pub fn merge(&mut self, other: &Stats) {
@@ -40,6 +57,9 @@ impl Stats {
             *self = *other;
             return;
         }
+        let (a, b) = (self.count as f64, other.count as f64);
+        let delta = other.sum / b - self.sum / a;
+        self.m2 += other.m2 + delta * delta * a * b / (a + b);
         self.count += other.count;
         self.sum += other.sum;
         self.min = self.min.min(other.min);
@@ -49,34 +69,94 @@ impl Stats {
     pub fn mean(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum / self.count as f64)
     }
+
+    /// Sample standard deviation (as SQL's `stddev`), defined from two values on.
+    pub fn stddev(&self) -> Option<f64> {
+        (self.count > 1).then(|| (self.m2.max(0.0) / (self.count - 1) as f64).sqrt())
+    }
 }
 
-/// What is known about one pane (or a window made of panes).
+impl From<Stats> for [f64; 5] {
+    fn from(s: Stats) -> Self {
+        [s.count as f64, s.sum, s.min, s.max, s.m2]
+    }
+}
+
+impl From<[f64; 5]> for Stats {
+    /// A negative or fractional count (from a corrupted record) reads as its nearest whole
+    /// number at or above zero.
+    fn from([count, sum, min, max, m2]: [f64; 5]) -> Self {
+        Stats {
+            count: count.max(0.0).round() as u64,
+            sum,
+            min,
+            max,
+            m2,
+        }
+    }
+}
+
+/// What is known about one pane (or a window made of panes): the readings it includes and the
+/// statistics of the measurements they carried. Only measurements seen take space, so that a
+/// room pane with one reading of two values costs two entries, not nine.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Aggregate {
     /// Readings included, whatever they measured.
     pub readings: u64,
-    /// Per measurement, indexed by [`Measure::index`].
-    pub stats: [Stats; Measure::ALL.len()],
+    /// Sorted by measurement.
+    stats: Vec<(Measure, Stats)>,
 }
 
 impl Aggregate {
     pub fn add(&mut self, record: &Telemetry) {
         self.readings += 1;
         for (measure, value) in record.measurements() {
-            self.stats[measure.index()].add(value);
+            self.stats_mut(measure).add(value);
         }
     }
 
     pub fn merge(&mut self, other: &Aggregate) {
         self.readings += other.readings;
-        for (mine, theirs) in self.stats.iter_mut().zip(&other.stats) {
-            mine.merge(theirs);
+        for (measure, theirs) in &other.stats {
+            self.stats_mut(*measure).merge(theirs);
         }
     }
 
-    pub fn get(&self, measure: Measure) -> &Stats {
-        &self.stats[measure.index()]
+    /// The statistics of `measure`; empty when no reading carried it.
+    pub fn get(&self, measure: Measure) -> Stats {
+        self.stats
+            .iter()
+            .find(|(m, _)| *m == measure)
+            .map(|(_, s)| *s)
+            .unwrap_or_default()
+    }
+
+    /// The measurements seen, in [`Measure::ALL`] order.
+    pub fn measurements(&self) -> impl Iterator<Item = (Measure, &Stats)> {
+        self.stats.iter().map(|(m, s)| (*m, s))
+    }
+
+    /// Rebuilds an aggregate from published statistics.
+    pub fn from_parts(readings: u64, stats: impl IntoIterator<Item = (Measure, Stats)>) -> Self {
+        let mut aggregate = Aggregate {
+            readings,
+            stats: Vec::new(),
+        };
+        for (measure, s) in stats {
+            aggregate.stats_mut(measure).merge(&s);
+        }
+        aggregate
+    }
+
+    fn stats_mut(&mut self, measure: Measure) -> &mut Stats {
+        let at = match self.stats.binary_search_by_key(&measure, |(m, _)| *m) {
+            Ok(at) => at,
+            Err(at) => {
+                self.stats.insert(at, (measure, Stats::default()));
+                at
+            }
+        };
+        &mut self.stats[at].1
     }
 }
 
@@ -116,12 +196,13 @@ impl Panes {
 
     /// The window `[end - window, end)`.
     pub fn window(&self, geometry: &Geometry, end: i64) -> Aggregate {
+        self.between(end - geometry.window_us, end)
+    }
+
+    /// The union of the panes that start in `[start, end)`.
+    pub fn between(&self, start: i64, end: i64) -> Aggregate {
         let mut total = Aggregate::default();
-        for pane in self
-            .panes
-            .range(end - geometry.window_us..end)
-            .map(|(_, p)| p)
-        {
+        for (_, pane) in self.panes.range(start..end) {
             total.merge(pane);
         }
         total
@@ -200,6 +281,32 @@ mod tests {
                 prop_assert!((stats.mean().unwrap() - mean).abs() < 1e-9);
             }
             prop_assert_eq!(got.get(Measure::Humidity).count, 0);
+        }
+
+        /// Merging partial statistics gives what adding every value to one would, the
+        /// standard deviation included, whatever the split.
+        #[test]
+        fn merged_stats_equal_stats_of_everything(
+            values in proptest::collection::vec(-1000.0f64..1000.0, 0..100),
+            split in 0usize..100,
+        ) {
+            let split = split.min(values.len());
+            let (mut left, mut right, mut all) = (Stats::default(), Stats::default(), Stats::default());
+            values[..split].iter().for_each(|v| left.add(*v));
+            values[split..].iter().for_each(|v| right.add(*v));
+            values.iter().for_each(|v| all.add(*v));
+            left.merge(&right);
+            prop_assert_eq!(left.count, values.len() as u64);
+            prop_assert_eq!((left.min, left.max), (all.min, all.max));
+            if values.len() > 1 {
+                let n = values.len() as f64;
+                let mean = values.iter().sum::<f64>() / n;
+                let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+                prop_assert!((left.stddev().unwrap() - sd).abs() <= 1e-9 * sd.max(1.0));
+                prop_assert!((all.stddev().unwrap() - sd).abs() <= 1e-9 * sd.max(1.0));
+            } else {
+                prop_assert_eq!(left.stddev(), None);
+            }
         }
 
         #[test]

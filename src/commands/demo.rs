@@ -111,10 +111,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     println!("stopping: draining the bus into the processor and the lake…");
     let lake = pipeline.lake.clone();
-    let store = pipeline
-        .store
-        .clone()
-        .context("the demo runs the processor")?;
+    let view = pipeline.view.clone();
     pipeline.stop().await?;
     let counted = reconcile::count(&lake).await?;
     let report = Report::new(
@@ -127,7 +124,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     print_results(&report);
-    print_aggregates(&store, &buildings);
+    print_aggregates(&view, &buildings);
     println!("\nquery the lake:");
     println!(
         "  weir sql --lake {} \"SELECT tenant, count(*) AS readings, avg(temperature) FROM telemetry GROUP BY tenant\"",
@@ -206,11 +203,14 @@ fn print_results(r: &Report) {
     );
 }
 
-fn print_aggregates(store: &weir_processor::WarmStore, buildings: &[(String, String)]) {
+fn print_aggregates(view: &weir_processor::WarmView, buildings: &[(String, String)]) {
     let views: Vec<AggregatesView> = buildings
         .iter()
         .take(SHOWN_BUILDINGS)
-        .filter_map(|(t, b)| store.rolling(t, b).map(AggregatesView::from))
+        .filter_map(|(t, b)| {
+            let (rolling, rooms) = view.rolling(t, b)?;
+            Some(AggregatesView::new(&rolling, rooms.as_ref()))
+        })
         .collect();
     let Some(first) = views.first() else {
         println!("\nno aggregates: the processor saw no readings");

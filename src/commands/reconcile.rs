@@ -29,7 +29,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let bus = KafkaBus::connect(kafka_config(&args.kafka, &args.kafka_option)?).await?;
     let topics = Topics::with_prefix(args.topic_prefix);
     let windows = aggregates::published(&bus, &topics.building_aggregates()).await?;
-    let check = aggregates::check(&lake, &windows, args.hop).await?;
+    let check = aggregates::check(&lake, &windows).await?;
     let outcome = Outcome {
         acked: args.accepted,
         stored: counted.stored,

@@ -153,6 +153,38 @@ pub trait Subscription: Send {
     async fn lag(&mut self) -> Result<u64, BusError>;
 }
 
+/// Reads a subscription until `stop` fires, handing every message to `apply`; then reads on
+/// until caught up (for at most `drain_for`), so that a reader stopped after the writers
+/// sees everything they wrote. For readers of whole topics (views, caches), whose progress
+/// lives in memory: nothing is committed.
+pub async fn follow(
+    mut sub: Box<dyn Subscription>,
+    stop: crate::shutdown::CancellationToken,
+    drain_for: Duration,
+    mut apply: impl FnMut(&Message),
+) -> Result<(), BusError> {
+    const MAX: usize = 4096;
+    const TIMEOUT: Duration = Duration::from_millis(200);
+    loop {
+        let poll = tokio::select! {
+            () = stop.cancelled() => break,
+            poll = sub.poll(MAX, TIMEOUT) => poll?,
+        };
+        if let Poll::Messages(messages) = poll {
+            messages.iter().for_each(&mut apply);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + drain_for;
+    while tokio::time::Instant::now() < deadline {
+        match sub.poll(MAX, TIMEOUT).await? {
+            Poll::Messages(messages) => messages.iter().for_each(&mut apply),
+            Poll::Idle if sub.lag().await? == 0 => break,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The partition of a key: murmur2 of the key, as Kafka's Java client and librdkafka's
 /// `murmur2_random` partitioner compute it, so every backend and every client agree.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> Partition {

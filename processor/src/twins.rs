@@ -1,0 +1,283 @@
+//! The reported side of device twins, kept by the processor from the readings it consumes:
+//! the latest value of every measurement with its time, when the device was last seen and
+//! over which protocol, and whether it has gone silent.
+//!
+//! A device's usual interval is a moving average of the gaps between the event times of its
+//! readings (event times, not arrival times: a gateway that forwards a batch must not make a
+//! device look chatty). A device is silent once nothing has arrived from it for
+//! `silent_factor` times its usual interval, and never sooner than `silent_min_us`; it is
+//! well again with its next reading. Devices that have sent only one reading have no usual
+//! interval and are not judged.
+
+use std::collections::{BTreeMap, HashMap};
+
+use weir_common::bus::Partition;
+use weir_schemas::{Measure, Telemetry};
+
+use crate::records::{Reported, TwinRecord};
+
+/// Weight of the newest gap in the moving average of a device's interval.
+const INTERVAL_WEIGHT: f64 = 0.2;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SilenceRule {
+    /// A device is silent after this many of its usual intervals without a reading.
+    pub factor: f64,
+    /// ... and never before this long, in microseconds.
+    pub min_us: i64,
+}
+
+impl Default for SilenceRule {
+    fn default() -> Self {
+        Self {
+            factor: 3.0,
+            min_us: 60_000_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Device {
+    partition: Partition,
+    twin: TwinRecord,
+    /// Moving average of the gap between readings, microseconds.
+    interval_us: Option<f64>,
+    /// Changed since it was last published.
+    dirty: bool,
+}
+
+/// Twins of the devices whose readings this processor consumes, by tenant and device.
+#[derive(Debug, Default)]
+pub struct Twins {
+    devices: HashMap<String, HashMap<String, Device>>,
+}
+
+impl Twins {
+    /// Takes a reading into its device's twin. Values older than what the twin holds (a late
+    /// reading) do not replace newer ones.
+    pub fn observe(&mut self, record: &Telemetry, partition: Partition) {
+        let tenant = match self.devices.get_mut(record.tenant.as_str()) {
+            Some(tenant) => tenant,
+            None => self.devices.entry(record.tenant.clone()).or_default(),
+        };
+        let device = match tenant.get_mut(record.device.as_str()) {
+            Some(device) => device,
+            None => tenant
+                .entry(record.device.clone())
+                .or_insert_with(|| Device {
+                    partition,
+                    twin: TwinRecord {
+                        tenant: record.tenant.clone(),
+                        device: record.device.clone(),
+                        building: record.building.clone(),
+                        floor: record.floor.clone(),
+                        room: record.room.clone(),
+                        protocol: record.protocol.clone(),
+                        last_seen_us: record.ingest_time,
+                        last_event_us: record.event_time,
+                        reported: BTreeMap::new(),
+                        interval_us: None,
+                        silent_since_us: None,
+                    },
+                    interval_us: None,
+                    dirty: true,
+                }),
+        };
+        device.observe(record, partition);
+    }
+
+    /// Marks devices silent that have been quiet too long at `now_us`, among those whose
+    /// partition `owned` says this processor consumes.
+    pub fn check_silence(
+        &mut self,
+        rule: &SilenceRule,
+        now_us: i64,
+        owned: impl Fn(Partition) -> bool,
+    ) {
+        for device in self.devices.values_mut().flat_map(|t| t.values_mut()) {
+            if device.twin.silent_since_us.is_some() || !owned(device.partition) {
+                continue;
+            }
+            let Some(interval) = device.interval_us else {
+                continue;
+            };
+            let allowed = ((interval * rule.factor) as i64).max(rule.min_us);
+            let quiet_since = device.twin.last_seen_us;
+            if now_us.saturating_sub(quiet_since) > allowed {
+                device.twin.silent_since_us = Some(quiet_since.saturating_add(allowed));
+                device.dirty = true;
+            }
+        }
+    }
+
+    /// The twins changed since the last call, marked published.
+    pub fn take_changed(&mut self) -> Vec<TwinRecord> {
+        let mut out = Vec::new();
+        for device in self.devices.values_mut().flat_map(|t| t.values_mut()) {
+            if std::mem::take(&mut device.dirty) {
+                out.push(device.twin.clone());
+            }
+        }
+        out
+    }
+
+    /// Takes back twins published earlier (by this or another processor), so that a device
+    /// that went quiet before a restart is still judged. A device seen since is left alone.
+    pub fn restore(&mut self, twin: TwinRecord, partition: Partition) {
+        let tenant = self.devices.entry(twin.tenant.clone()).or_default();
+        tenant.entry(twin.device.clone()).or_insert_with(|| Device {
+            partition,
+            interval_us: twin.interval_us.map(|i| i as f64),
+            twin,
+            dirty: false,
+        });
+    }
+
+    /// Forgets the devices of partitions no longer consumed here.
+    pub fn retain_partitions(&mut self, owned: impl Fn(Partition) -> bool) {
+        for tenant in self.devices.values_mut() {
+            tenant.retain(|_, d| owned(d.partition));
+        }
+        self.devices.retain(|_, t| !t.is_empty());
+    }
+
+    pub fn len(&self) -> usize {
+        self.devices.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn silent(&self) -> usize {
+        self.devices
+            .values()
+            .flat_map(|t| t.values())
+            .filter(|d| d.twin.silent_since_us.is_some())
+            .count()
+    }
+}
+
+impl Device {
+    fn observe(&mut self, record: &Telemetry, partition: Partition) {
+        let twin = &mut self.twin;
+        self.dirty = true;
+        self.partition = partition;
+        twin.silent_since_us = None;
+        twin.last_seen_us = twin.last_seen_us.max(record.ingest_time);
+        let newer = record.event_time > twin.last_event_us;
+        if newer {
+            let gap = (record.event_time - twin.last_event_us) as f64;
+            self.interval_us = Some(match self.interval_us {
+                Some(average) => average + INTERVAL_WEIGHT * (gap - average),
+                None => gap,
+            });
+            twin.interval_us = self.interval_us.map(|i| i.round() as i64);
+            twin.last_event_us = record.event_time;
+        }
+        if newer || twin.reported.is_empty() {
+            // Where the device is and what it spoke follow its newest reading.
+            set_if_changed(&mut twin.building, &record.building);
+            set_option_if_changed(&mut twin.floor, record.floor.as_deref());
+            set_option_if_changed(&mut twin.room, record.room.as_deref());
+            set_if_changed(&mut twin.protocol, &record.protocol);
+        }
+        let values = record
+            .measurements()
+            .map(|(m, v)| (Measure::name(m), v))
+            .chain(record.extra.iter().map(|(k, v)| (k.as_str(), *v)));
+        for (name, value) in values {
+            let reported = Reported {
+                value,
+                time_us: record.event_time,
+            };
+            match twin.reported.get_mut(name) {
+                Some(r) if r.time_us <= record.event_time => *r = reported,
+                Some(_) => {}
+                None => {
+                    twin.reported.insert(name.to_owned(), reported);
+                }
+            }
+        }
+    }
+}
+
+fn set_if_changed(field: &mut String, value: &str) {
+    if field != value {
+        value.clone_into(field);
+    }
+}
+
+fn set_option_if_changed(field: &mut Option<String>, value: Option<&str>) {
+    if field.as_deref() != value {
+        *field = value.map(str::to_owned);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: i64 = 1_000_000;
+
+    fn reading(device: &str, t: i64, temperature: f64) -> Telemetry {
+        let mut r = Telemetry::new("fabrikam", "b1", device, 0, t, "mqtt");
+        r.temperature = Some(temperature);
+        r
+    }
+
+    #[test]
+    fn the_twin_keeps_the_newest_value_of_each_measurement() {
+        let mut twins = Twins::default();
+        let mut first = reading("d1", 100 * SEC, 20.0);
+        first.humidity = Some(40.0);
+        twins.observe(&first, 0);
+        twins.observe(&reading("d1", 160 * SEC, 21.0), 0);
+        // A late reading: older than what the twin has.
+        let mut late = reading("d1", 130 * SEC, 99.0);
+        late.co2 = Some(500.0);
+        twins.observe(&late, 0);
+        let twin = twins.take_changed().pop().unwrap();
+        assert_eq!(twin.reported["temperature"].value, 21.0);
+        assert_eq!(twin.reported["humidity"].time_us, 100 * SEC);
+        assert_eq!(twin.reported["co2"].value, 500.0, "nothing newer of it");
+        assert_eq!(twin.last_event_us, 160 * SEC);
+        assert_eq!(twin.interval_us, Some(60 * SEC));
+        assert!(twins.take_changed().is_empty(), "published once");
+    }
+
+    #[test]
+    fn a_device_is_silent_after_missing_its_usual_readings_and_well_when_it_reports() {
+        let rule = SilenceRule {
+            factor: 3.0,
+            min_us: 10 * SEC,
+        };
+        let mut twins = Twins::default();
+        for minute in 0..5 {
+            let mut r = reading("d1", minute * 60 * SEC, 20.0);
+            r.ingest_time = r.event_time;
+            twins.observe(&r, 0);
+        }
+        twins.observe(&reading("once", 0, 20.0), 0);
+        twins.take_changed();
+        let last = 4 * 60 * SEC;
+        twins.check_silence(&rule, last + 179 * SEC, |_| true);
+        assert_eq!(twins.silent(), 0);
+        twins.check_silence(&rule, last + 181 * SEC, |_| false);
+        assert_eq!(
+            twins.silent(),
+            0,
+            "only devices of owned partitions are judged"
+        );
+        twins.check_silence(&rule, last + 181 * SEC, |_| true);
+        assert_eq!(twins.silent(), 1, "a device seen once is not judged");
+        let silent = twins.take_changed();
+        assert_eq!(silent.len(), 1);
+        assert_eq!(silent[0].silent_since_us, Some(last + 180 * SEC));
+        let mut back = reading("d1", last + 300 * SEC, 20.0);
+        back.ingest_time = back.event_time;
+        twins.observe(&back, 0);
+        assert_eq!(twins.silent(), 0);
+        assert_eq!(twins.take_changed()[0].silent_since_us, None);
+    }
+}
