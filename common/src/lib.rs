@@ -29,6 +29,8 @@ pub mod topics {
     pub const BUILDING_AGGREGATES: &str = "building-aggregates";
     /// The reported side of device twins, compacted, key = `tenant/device`.
     pub const DEVICE_TWINS: &str = "device-twins";
+    /// Alerts raised and cleared, JSON, key = `tenant/rule/subject`.
+    pub const ALERTS: &str = "alerts";
     /// Registry changes (tenants, buildings, devices), compacted, key = `kind/id`.
     pub const REGISTRY: &str = "registry";
 
@@ -59,6 +61,10 @@ pub mod topics {
 
         pub fn device_twins(&self) -> String {
             format!("{}{DEVICE_TWINS}", self.prefix)
+        }
+
+        pub fn alerts(&self) -> String {
+            format!("{}{ALERTS}", self.prefix)
         }
 
         pub fn registry(&self) -> String {

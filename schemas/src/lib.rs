@@ -8,9 +8,12 @@
 //! - its Arrow schema ([`arrow::telemetry_schema`]), derived from the Avro schema, and the batch
 //!   builder that turns records into Arrow columns for the lake.
 //!
+//! Beside it, the JSON records of the control plane's alerting: [`alerts`].
+//!
 //! Invariant: `decode(encode(r)) == r` for every record (checked by a property test), and the
 //! Arrow batches built here always have exactly the derived schema.
 
+pub mod alerts;
 pub mod arrow;
 pub(crate) mod codec;
 pub mod dead_letter;
