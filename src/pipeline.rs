@@ -30,10 +30,12 @@ use weir_ingest::gateway::limits::LimitsConfig;
 use weir_ingest::gateway::mqtt::{self, MqttConfig};
 use weir_ingest::registry::{ApiTokens, BusLog, log as registry_log};
 use weir_ingest::{Gateway, GatewayConfig, Registry};
+use weir_processor::alerts::webhook::WebhookConfig;
+use weir_processor::alerts::{AlertConfig, AlertView, WebhookDelivery};
 use weir_processor::dead_letters::{self, DeadLetters};
 use weir_processor::twins::SilenceRule;
 use weir_processor::{Processor, ProcessorConfig, WarmView};
-use weir_sinks::{ColdSink, ColdSinkConfig, Lake};
+use weir_sinks::{AggregatesSink, AggregatesSinkConfig, ColdSink, ColdSinkConfig, Lake};
 
 use crate::cli::PipelineArgs;
 
@@ -205,6 +207,7 @@ impl Pipeline {
         router = router.merge(weir_processor::api::router(
             view.clone(),
             api_tokens.clone(),
+            Some(Arc::new(RegistryDocuments(registry.clone()))),
         ));
         let stop = stop_followers.clone();
         let following = view.clone();
@@ -213,6 +216,19 @@ impl Pipeline {
                 .follow(subscriptions, stop)
                 .await
                 .context("the warm view reader failed")
+        });
+        let alert_view = Arc::new(AlertView::default());
+        let subscription = AlertView::subscribe_topic(bus.as_ref(), &topics).await?;
+        router = router.merge(weir_processor::alerts::api::router(
+            alert_view.clone(),
+            api_tokens.clone(),
+        ));
+        let stop = stop_followers.clone();
+        followers.spawn(async move {
+            alert_view
+                .follow(subscription, stop)
+                .await
+                .context("the alerts reader failed")
         });
         let letters = Arc::new(DeadLetters::new(dead_letters::PER_TENANT));
         let group = weir_common::bus::conformance::unique(&topics.group("weir-dead-letters"));
@@ -229,6 +245,7 @@ impl Pipeline {
         // Consumers join their groups before the listener takes any request, so that the bus
         // keeps every record for them from the first one on.
         if roles.processor {
+            let alerting: Arc<dyn AlertConfig> = Arc::new(RegistryAlerts(registry.clone()));
             let processor = Processor::start(
                 ProcessorConfig {
                     window: args.window,
@@ -242,6 +259,7 @@ impl Pipeline {
                     drain_on_shutdown: drain,
                     commit_for_replay: !embedded,
                     topics: topics.clone(),
+                    alerts: Some(alerting.clone()),
                     ..ProcessorConfig::default()
                 },
                 bus.clone(),
@@ -250,6 +268,24 @@ impl Pipeline {
             let stop = stop_consumers.clone();
             consumers
                 .spawn(async move { processor.run(stop).await.context("the processor failed") });
+            // Alerts go to tenants' webhooks from here; the group shares the work between
+            // processor processes.
+            let webhooks = WebhookDelivery::start(
+                WebhookConfig {
+                    topics: topics.clone(),
+                    ..WebhookConfig::default()
+                },
+                alerting,
+                bus.as_ref(),
+            )
+            .await?;
+            let stop = stop_followers.clone();
+            followers.spawn(async move {
+                webhooks
+                    .run(stop)
+                    .await
+                    .context("the webhook delivery failed")
+            });
         }
         if roles.sink {
             let sink = ColdSink::start(
@@ -269,6 +305,25 @@ impl Pipeline {
                     .await
                     .map(|_| ())
                     .context("the cold sink failed")
+            });
+            // The windows the processor publishes go to the `building_aggregates` table. It
+            // reads what the processor writes, so it stops after it, with the other readers.
+            let aggregates = AggregatesSink::start(
+                AggregatesSinkConfig {
+                    drain_on_shutdown: drain,
+                    topics: topics.clone(),
+                    ..AggregatesSinkConfig::new(lake.clone())
+                },
+                bus.clone(),
+            )
+            .await?;
+            let stop = stop_followers.clone();
+            followers.spawn(async move {
+                aggregates
+                    .run(stop)
+                    .await
+                    .map(|_| ())
+                    .context("the aggregates sink failed")
             });
         }
         let gateway = if roles.gateway {
@@ -436,6 +491,41 @@ impl Pipeline {
             note(r);
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// Alert rules and webhooks, from the registry.
+struct RegistryAlerts(Arc<Registry>);
+
+impl AlertConfig for RegistryAlerts {
+    fn rules(&self) -> Vec<Arc<weir_schemas::alerts::AlertRule>> {
+        self.0.alert_rules(None)
+    }
+
+    fn webhook(&self, tenant: &str) -> Option<weir_schemas::alerts::Webhook> {
+        self.0.tenant(tenant)?.webhook.clone()
+    }
+}
+
+/// Twins' property documents, from the registry.
+struct RegistryDocuments(Arc<Registry>);
+
+impl weir_processor::api::TwinDocuments for RegistryDocuments {
+    fn documents(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> Option<weir_processor::api::DeviceDocuments> {
+        let device = self.0.device(tenant, device)?;
+        Some(weir_processor::api::DeviceDocuments {
+            building: device.building.clone(),
+            floor: device.floor.clone(),
+            room: device.room.clone(),
+            properties: serde_json::json!({
+                "desired": device.twin.desired.to_iothub(),
+                "reported": device.twin.reported.to_iothub(),
+            }),
+        })
     }
 }
 

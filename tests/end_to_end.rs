@@ -8,6 +8,7 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 use weir::cli::PipelineArgs;
 use weir::pipeline::{Pipeline, PipelineConfig, Roles};
 use weir_ingest::registry::NewDevice;
@@ -664,6 +665,30 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
     assert_eq!(stored.len(), sent.len(), "every accepted reading, once");
     assert_eq!(stored, expected);
 
+    // The final minutes are in the lake too, once each, with the readings they counted.
+    let minutes = sql::query(
+        &lake,
+        "SELECT CAST(window_start AS BIGINT) AS start_us, readings, level FROM building_aggregates \
+         WHERE tenant = 'fabrikam' AND building = 'b1' AND level = 'building' ORDER BY start_us",
+    )
+    .await
+    .unwrap();
+    let starts = column_i64(&minutes, "start_us");
+    assert!(starts.len() >= points.len(), "{starts:?}");
+    assert!(
+        starts.windows(2).all(|w| w[0] < w[1]),
+        "no minute twice: {starts:?}"
+    );
+    for (start_us, readings) in starts.iter().zip(column_i64(&minutes, "readings")) {
+        let start = start_us / 1000;
+        let expected = sent
+            .iter()
+            .filter(|s| s.tenant == "fabrikam" && s.building == "b1")
+            .filter(|s| (start..start + 60 * SEC_MS).contains(&s.time_ms))
+            .count();
+        assert_eq!(readings, expected as i64, "the minute from {start}");
+    }
+
     // Per-tenant partitions hold the tenant's readings only.
     let per_tenant = sql::query(
         &lake,
@@ -722,7 +747,7 @@ async fn health_and_unknown_routes_answer() {
 /// weir's certificate, and each message it sends is in the lake with its properties.
 /// `WEIR_IOTHUB_SDK_PYTHON` names a Python with `azure-iot-device` (scripts/test makes one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_azure_iot_device_sdk_sends_to_weir() {
+async fn the_azure_iot_device_sdk_sends_to_weir_and_keeps_a_twin() {
     let Some(python) = std::env::var_os("WEIR_IOTHUB_SDK_PYTHON") else {
         assert!(
             std::env::var_os("WEIR_REQUIRE_IOTHUB_SDK").is_none(),
@@ -756,23 +781,88 @@ async fn the_azure_iot_device_sdk_sends_to_weir() {
         .provision("fabrikam", vec![device("sdk-1", "b1")])
         .await
         .unwrap();
+    // A desired property set before the device connects is in the twin it reads. The API is
+    // on HTTPS with the same certificate, for `localhost`.
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let mut base = pipeline.url();
+    base.set_host(Some("localhost")).unwrap();
+    let desired = base
+        .join("v1/devices/sdk-1/twin/desired?tenant=fabrikam")
+        .unwrap();
+    let set = |body: Value| {
+        client
+            .patch(desired.clone())
+            .bearer_auth(&pipeline.operator_token)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(set(json!({"interval": 60})).await.unwrap().status(), 200);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/iothub_device_sdk.py"
     );
-    let out = tokio::process::Command::new(python)
+    let mut child = tokio::process::Command::new(python)
         .args([script, "localhost", "sdk-1", KEY])
         .arg(&cert_path)
         .arg("5")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let mut next_line = async || {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the SDK client said nothing for a minute")
+            .unwrap();
+        said.push(line.clone().unwrap_or_default());
+        line
+    };
+    let mut twin = Value::Null;
+    while let Some(line) = next_line().await {
+        if let Some(json) = line.strip_prefix("twin ") {
+            twin = serde_json::from_str(json).unwrap();
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    assert_eq!(twin["desired"]["interval"], 60, "{twin}");
+    assert_eq!(twin["desired"]["$version"], 1, "{twin}");
+    // A desired change made through the API reaches the connected device as a patch.
+    assert_eq!(set(json!({"interval": 15})).await.unwrap().status(), 200);
+    let mut patch = Value::Null;
+    while let Some(line) = next_line().await {
+        if let Some(json) = line.strip_prefix("desired ") {
+            patch = serde_json::from_str(json).unwrap();
+        }
+    }
+    let status = child.wait_with_output().await.unwrap();
+    assert!(
+        status.status.success(),
+        "{said:?}\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(patch, json!({"interval": 15, "$version": 2}), "{said:?}");
+    // The property the device reported is in its twin, next to the desired ones.
+    let twin: Value = client
+        .get(base.join("v1/devices/sdk-1/twin?tenant=fabrikam").unwrap())
+        .bearer_auth(&pipeline.operator_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let properties = &twin["properties"];
+    assert_eq!(properties["reported"]["firmware"], "2.0.1", "{twin}");
+    assert_eq!(properties["reported"]["sampling"]["seconds"], 60, "{twin}");
+    assert_eq!(properties["desired"]["interval"], 15, "{twin}");
     let lake = pipeline.lake.clone();
     pipeline.stop().await.unwrap();
     let batches = sql::query(
@@ -891,5 +981,136 @@ async fn sql_over_http_is_scoped_to_the_caller() {
     assert_eq!(body["rows"], json!([{"seq": 0}, {"seq": 1}]));
     assert_eq!(body["truncated"], true);
     assert_eq!(body["columns"], json!(["seq"]));
+    pipeline.stop().await.unwrap();
+}
+
+/// An alert rule and a webhook set through the API: a hot reading raises an alert, the next
+/// normal one clears it; both are listed by the API and delivered to the webhook, signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_the_api_and_the_tenants_webhook() {
+    use axum::body::Bytes;
+    use axum::http::HeaderMap;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = Pipeline::start(PipelineConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        roles: Roles::ALL,
+        drain_on_shutdown: true,
+        args: args(),
+    })
+    .await
+    .unwrap();
+    let (_, key) = pipeline
+        .registry
+        .create_tenant("fabrikam", "Fabrikam")
+        .await
+        .unwrap();
+    pipeline
+        .registry
+        .provision("fabrikam", vec![device("d1", "b1")])
+        .await
+        .unwrap();
+
+    // The tenant's webhook: a server that keeps what it is sent.
+    let (received_tx, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let received_tx = received_tx.clone();
+            async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let _ =
+                    received_tx.send((header("x-weir-signature"), header("x-weir-event-id"), body));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+
+    let base = pipeline.url();
+    let client = reqwest::Client::new();
+    let set: Value = client
+        .put(base.join("v1/webhook").unwrap())
+        .bearer_auth(&key)
+        .json(&json!({"url": format!("http://{hook_addr}/hook")}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = set["secret"].as_str().unwrap().to_owned();
+    let rule = client
+        .put(base.join("v1/alert-rules/too-hot").unwrap())
+        .bearer_auth(&key)
+        .json(&json!({
+            "name": "Too hot", "severity": "critical",
+            "scope": {"building": "b1", "level": "device"},
+            "condition": {"type": "threshold", "measure": "temperature", "op": "above", "value": 40}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rule.status(), 200, "{:?}", rule.text().await);
+    // The processor reads rules about once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (seq, temperature) in [(1, 21.0), (2, 45.5), (3, 47.0), (4, 22.0)] {
+        let reading =
+            json!({"seq": seq, "time": now_ms - 10_000 + seq * 1000, "temperature": temperature});
+        assert_eq!(post(&client, &base, "d1", &reading).await.status(), 202);
+    }
+
+    // Delivered: one raised, one cleared, each signed with the tenant's secret.
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let (signature, id, body) = tokio::time::timeout(Duration::from_secs(20), received.recv())
+            .await
+            .expect("the webhook is called within 20 s")
+            .unwrap();
+        let expected =
+            weir_processor::alerts::webhook::signature(secret.as_bytes(), &body).unwrap();
+        assert_eq!(signature.as_deref(), Some(expected.as_str()));
+        let event: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(id.as_deref(), event["id"].as_str());
+        events.push(event);
+    }
+    assert_eq!(events[0]["state"], "raised", "{events:?}");
+    assert_eq!(events[0]["value"], 45.5);
+    assert_eq!(events[0]["subject"]["device"], "d1");
+    assert_eq!(events[1]["state"], "cleared", "{events:?}");
+    assert_eq!(events[1]["rule"], "too-hot");
+
+    // Listed by the API: nothing active any more, both events in the history.
+    let list = |state: &str| {
+        client
+            .get(base.join(&format!("v1/alerts?state={state}")).unwrap())
+            .bearer_auth(&key)
+            .send()
+    };
+    let mut all = Value::Null;
+    for _ in 0..50 {
+        all = list("all").await.unwrap().json().await.unwrap();
+        if all["alerts"].as_array().is_some_and(|a| a.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(all["alerts"].as_array().map(Vec::len), Some(2), "{all}");
+    let active: Value = list("active").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        active["alerts"].as_array().map(Vec::len),
+        Some(0),
+        "{active}"
+    );
     pipeline.stop().await.unwrap();
 }

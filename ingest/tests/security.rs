@@ -278,8 +278,33 @@ async fn a_tenant_sees_and_touches_only_its_own() {
         format!("Bearer {}", s.contoso),
     );
     let g = &s.gateway;
-    // Contoso's device and building, reached with Fabrikam's key: as if they did not exist.
+    let rule: weir_schemas::alerts::AlertRule = serde_json::from_value(serde_json::json!({
+        "id": "r1", "tenant": "contoso", "name": "hot",
+        "condition": {"type": "threshold", "measure": "temperature", "op": "above", "value": 30}
+    }))
+    .unwrap();
+    s.registry.put_alert_rule(rule).await.unwrap();
+    // Contoso's device, building, twin and alert rule, reached with Fabrikam's key: as if they
+    // did not exist.
     for (method, uri, body) in [
+        ("GET", "/v1/devices/dev-c/twin/desired", ""),
+        ("PATCH", "/v1/devices/dev-c/twin/desired", r#"{"x": 1}"#),
+        ("PUT", "/v1/devices/dev-c/twin/desired", r#"{"x": 1}"#),
+        ("GET", "/v1/alert-rules/r1", ""),
+        ("DELETE", "/v1/alert-rules/r1", ""),
+        ("GET", "/v1/alert-rules?tenant=contoso", ""),
+        (
+            "PUT",
+            "/v1/alert-rules/r1?tenant=contoso",
+            r#"{"name": "x", "condition": {"type": "device_silent"}}"#,
+        ),
+        ("GET", "/v1/webhook?tenant=contoso", ""),
+        (
+            "PUT",
+            "/v1/webhook?tenant=contoso",
+            r#"{"url": "http://127.0.0.1:9/"}"#,
+        ),
+        ("DELETE", "/v1/webhook?tenant=contoso", ""),
         ("GET", "/v1/devices/dev-c", ""),
         ("PATCH", "/v1/devices/dev-c", r#"{"room": "x"}"#),
         ("PUT", "/v1/devices/dev-c/state", r#"{"state": "disabled"}"#),
@@ -315,6 +340,9 @@ async fn a_tenant_sees_and_touches_only_its_own() {
     assert_eq!(got, (StatusCode::CONFLICT, "already_exists".into()));
     assert_eq!(s.registry.get("dev-c").unwrap().tenant, "contoso");
     assert_eq!(s.registry.get("dev-c").unwrap().state, DeviceState::Enabled);
+    assert!(s.registry.get("dev-c").unwrap().twin.is_empty());
+    assert_eq!(s.registry.alert_rule("contoso", "r1").unwrap().name, "hot");
+    assert!(s.registry.tenant("contoso").unwrap().webhook.is_none());
     // Listings hold only one's own.
     let response = g
         .router()

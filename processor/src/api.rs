@@ -35,9 +35,28 @@ use crate::zones::Zone;
 struct Api {
     view: Arc<WarmView>,
     tokens: Arc<dyn Tokens>,
+    documents: Option<Arc<dyn TwinDocuments>>,
 }
 
-pub fn router(view: Arc<WarmView>, tokens: Arc<dyn Tokens>) -> Router {
+/// The property documents of twins, which live with the device elsewhere (the registry).
+pub trait TwinDocuments: Send + Sync + 'static {
+    /// The device's place and its `{"desired": …, "reported": …}` documents, if it exists.
+    fn documents(&self, tenant: &str, device: &str) -> Option<DeviceDocuments>;
+}
+
+pub struct DeviceDocuments {
+    pub building: String,
+    pub floor: Option<String>,
+    pub room: Option<String>,
+    pub properties: serde_json::Value,
+}
+
+/// The read API; `documents`, when given, adds desired and reported properties to twins.
+pub fn router(
+    view: Arc<WarmView>,
+    tokens: Arc<dyn Tokens>,
+    documents: Option<Arc<dyn TwinDocuments>>,
+) -> Router {
     Router::new()
         .route("/v1/buildings", get(list_buildings))
         .route("/v1/buildings/{id}/aggregates", get(aggregates))
@@ -45,7 +64,11 @@ pub fn router(view: Arc<WarmView>, tokens: Arc<dyn Tokens>) -> Router {
         .route("/v1/buildings/{id}/stream", get(stream))
         .route("/v1/devices/{id}/twin", get(twin))
         .route("/v1/twins", get(list_twins))
-        .with_state(Api { view, tokens })
+        .with_state(Api {
+            view,
+            tokens,
+            documents,
+        })
 }
 
 #[derive(Deserialize)]
@@ -413,7 +436,9 @@ async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-/// A device's twin, as JSON.
+/// A device's twin, as JSON: what its readings say (the newest value of each measurement,
+/// when it was last seen, whether it is silent) and, when the registry is at hand, its desired
+/// and reported property documents.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct TwinView {
     pub tenant: String,
@@ -423,14 +448,19 @@ pub struct TwinView {
     pub floor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
-    pub protocol: String,
-    /// When the gateway accepted the newest reading (RFC 3339).
-    pub last_seen: String,
+    /// Protocol of the newest reading; null before the first.
+    pub protocol: Option<String>,
+    /// When the gateway accepted the newest reading (RFC 3339); null before the first.
+    pub last_seen: Option<String>,
     pub silent: bool,
     pub silent_since: Option<String>,
     /// The device's usual time between readings.
     pub interval_seconds: Option<f64>,
+    /// The newest value of every measurement, with its event time.
     pub reported: BTreeMap<String, ReportedView>,
+    /// `{"desired": {…, "$version"}, "reported": {…, "$version"}}`, as IoT Hub shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -447,7 +477,7 @@ impl From<TwinRecord> for TwinView {
             silent: t.silent_since_us.is_some(),
             silent_since: t.silent_since_us.map(rfc3339),
             interval_seconds: t.interval_us.map(|i| i as f64 / 1e6),
-            last_seen: rfc3339(t.last_seen_us),
+            last_seen: Some(rfc3339(t.last_seen_us)),
             reported: t
                 .reported
                 .into_iter()
@@ -466,7 +496,8 @@ impl From<TwinRecord> for TwinView {
             building: t.building,
             floor: t.floor,
             room: t.room,
-            protocol: t.protocol,
+            protocol: Some(t.protocol),
+            properties: None,
         }
     }
 }
@@ -474,7 +505,7 @@ impl From<TwinRecord> for TwinView {
 fn unknown_twin(device: &str) -> ApiError {
     ApiError::not_found(
         "unknown_twin",
-        format!("no readings have been seen from device `{device}`"),
+        format!("no device `{device}` is known, nor any reading from it"),
     )
 }
 
@@ -499,10 +530,33 @@ async fn twin(
         "device",
         &device,
     )?;
-    api.view
-        .twin(&tenant, &device)
-        .map(|t| Json(t.into()))
-        .ok_or_else(|| unknown_twin(&format!("{tenant}/{device}")))
+    let documents = api
+        .documents
+        .as_ref()
+        .and_then(|d| d.documents(&tenant, &device));
+    let twin = match (api.view.twin(&tenant, &device), documents) {
+        (Some(twin), documents) => TwinView {
+            properties: documents.map(|d| d.properties),
+            ..TwinView::from(twin)
+        },
+        // Registered, but nothing read from it yet.
+        (None, Some(d)) => TwinView {
+            tenant,
+            device,
+            building: d.building,
+            floor: d.floor,
+            room: d.room,
+            protocol: None,
+            last_seen: None,
+            silent: false,
+            silent_since: None,
+            interval_seconds: None,
+            reported: BTreeMap::new(),
+            properties: Some(d.properties),
+        },
+        (None, None) => return Err(unknown_twin(&format!("{tenant}/{device}"))),
+    };
+    Ok(Json(twin))
 }
 
 #[derive(Deserialize)]

@@ -24,6 +24,9 @@ use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
 use weir_schemas::{Telemetry, TelemetryCodec};
 
+use crate::alerts::AlertConfig;
+use crate::alerts::store as alert_store;
+use crate::alerts::stream::Alerting;
 use crate::records::{TwinRecord, WindowKind, WindowRecord, ZoneStats};
 use crate::replay::ReplayPoints;
 use crate::twins::{SilenceRule, Twins};
@@ -33,7 +36,7 @@ use crate::zones::{BuildingPanes, Levels};
 /// Length of the tumbling series windows.
 pub const MINUTE_US: i64 = 60_000_000;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProcessorConfig {
     /// Length of the rolling window.
     pub window: Duration,
@@ -59,6 +62,28 @@ pub struct ProcessorConfig {
     pub commit_for_replay: bool,
     /// How often panes nobody can need any more are dropped.
     pub evict_interval: Duration,
+    /// The tenants' alert rules, judged on the stream and published on `alerts`; none
+    /// judged when absent.
+    pub alerts: Option<Arc<dyn AlertConfig>>,
+}
+
+impl std::fmt::Debug for ProcessorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorConfig")
+            .field("window", &self.window)
+            .field("hop", &self.hop)
+            .field("allowed_lateness", &self.allowed_lateness)
+            .field("emit_interval", &self.emit_interval)
+            .field("silence", &self.silence)
+            .field("group", &self.group)
+            .field("topics", &self.topics)
+            .field("max_poll_records", &self.max_poll_records)
+            .field("drain_on_shutdown", &self.drain_on_shutdown)
+            .field("commit_for_replay", &self.commit_for_replay)
+            .field("evict_interval", &self.evict_interval)
+            .field("alerts", &self.alerts.as_ref().map(|_| "AlertConfig"))
+            .finish()
+    }
 }
 
 impl Default for ProcessorConfig {
@@ -75,6 +100,7 @@ impl Default for ProcessorConfig {
             drain_on_shutdown: true,
             commit_for_replay: false,
             evict_interval: Duration::from_secs(5),
+            alerts: None,
         }
     }
 }
@@ -139,6 +165,8 @@ pub struct ProcessorCounters {
     pub windows_published: AtomicU64,
     /// Twin records published.
     pub twins_published: AtomicU64,
+    /// Alert events (raised and cleared) published.
+    pub alerts_published: AtomicU64,
 }
 
 impl ProcessorCounters {
@@ -173,6 +201,8 @@ struct Building {
     rooms_published_readings: u64,
     /// End of the next minute window to publish.
     next_minute: Option<i64>,
+    /// Panes that start before this were judged for alerts.
+    alerts_judged_until: Option<i64>,
 }
 
 /// The processor role, a member of its consumer group from [`Processor::start`] on.
@@ -199,6 +229,7 @@ pub struct Processor {
     assigned: HashMap<Partition, tokio::time::Instant>,
     /// Per partition, the minute through which windows were last looked at for publication.
     minutes_checked: HashMap<Partition, i64>,
+    alerts: Option<Alerting>,
 }
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -234,7 +265,14 @@ impl Processor {
             })
             .await?;
         }
+        alert_store::ensure_topic(bus.as_ref(), &config.topics).await?;
         let twins = restore_twins(bus.as_ref(), &config.topics, partitions).await?;
+        let alerts = match &config.alerts {
+            Some(rules) => Some(
+                Alerting::start(rules.clone(), bus.as_ref(), &config.topics, partitions).await?,
+            ),
+            None => None,
+        };
         let sub = bus
             .subscribe(&topic, &config.topics.group(&config.group))
             .await?;
@@ -253,6 +291,7 @@ impl Processor {
             complete_from: HashMap::new(),
             assigned: HashMap::new(),
             minutes_checked: HashMap::new(),
+            alerts,
         })
     }
 
@@ -322,9 +361,17 @@ impl Processor {
                 }
                 self.buildings.retain(|_, t| !t.is_empty());
                 self.twins.retain_partitions(|p| !gone(p));
+                if let Some(alerts) = &mut self.alerts {
+                    alerts.revoked(&partitions);
+                }
                 return Ok(());
             }
             Poll::Assigned(partitions) => {
+                if let Some(alerts) = &mut self.alerts {
+                    alerts
+                        .assigned(self.bus.as_ref(), &self.config.topics, &partitions)
+                        .await?;
+                }
                 let now = tokio::time::Instant::now();
                 for p in partitions {
                     self.assigned.insert(p, now);
@@ -346,6 +393,8 @@ impl Processor {
             }
         }
         self.publish_final_minutes().await?;
+        // Before the commit: a restart replays what the alerts it published were judged on.
+        self.publish_alerts().await?;
         self.commit().await
     }
 
@@ -380,8 +429,51 @@ impl Processor {
         // A late reading still tells the twin the device is alive.
         self.twins.observe(record, p);
         let time = record.event_time.min(record.ingest_time);
-        self.watermarks
-            .insert(p, watermark.map_or(time, |w| w.max(time)));
+        let now = watermark.map_or(time, |w| w.max(time));
+        self.watermarks.insert(p, now);
+        if self.alerts.is_some() {
+            self.judge_alerts(p, watermark, now, record);
+        }
+    }
+
+    /// Judges a reading against the device-level rules, and the panes its partition's
+    /// watermark has just closed (moving from `before` to `now`) against the zone rules.
+    fn judge_alerts(&mut self, p: Partition, before: Option<i64>, now: i64, record: &Telemetry) {
+        let Some(alerts) = &mut self.alerts else {
+            return;
+        };
+        alerts.judge_reading(record);
+        let through = self.geometry.pane_start(now);
+        // A partition's first reading closes nothing: there is nothing before it.
+        if before.is_none_or(|w| self.geometry.pane_start(w) >= through) {
+            return;
+        }
+        let complete_from = self.complete_from.get(&p).copied().unwrap_or(i64::MAX);
+        for (tenant_name, tenant) in &mut self.buildings {
+            for (building_name, b) in tenant.iter_mut().filter(|(_, b)| b.partition == p) {
+                alerts.judge_building(
+                    tenant_name,
+                    building_name,
+                    &b.panes,
+                    self.geometry.hop_us,
+                    &mut b.alerts_judged_until,
+                    complete_from,
+                    through,
+                );
+            }
+        }
+    }
+
+    async fn publish_alerts(&mut self) -> Result<(), ProcessorError> {
+        let Some(alerts) = &mut self.alerts else {
+            return Ok(());
+        };
+        let topic = self.config.topics.alerts();
+        let published = alerts.publish(self.bus.as_ref(), &topic).await?;
+        self.counters
+            .alerts_published
+            .fetch_add(published as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn commit(&mut self) -> Result<(), ProcessorError> {
@@ -455,12 +547,16 @@ impl Processor {
         let assigned = &self.assigned;
         self.twins
             .check_silence(&self.config.silence, now_us, |p| assigned.contains_key(&p));
-        let twins: Vec<Record> = self
-            .twins
-            .take_changed()
-            .iter()
-            .map(TwinRecord::to_record)
-            .collect();
+        let changed = self.twins.take_changed();
+        if let Some(alerts) = &mut self.alerts {
+            alerts.refresh_rules();
+            if alerts.take_rescan() {
+                alerts.judge_twins(self.twins.owned(|p| assigned.contains_key(&p)));
+            } else {
+                alerts.judge_twins(changed.iter());
+            }
+        }
+        let twins: Vec<Record> = changed.iter().map(TwinRecord::to_record).collect();
         if !twins.is_empty() {
             self.counters
                 .twins_published
@@ -469,7 +565,7 @@ impl Processor {
                 .produce(&self.config.topics.device_twins(), twins)
                 .await?;
         }
-        Ok(())
+        self.publish_alerts().await
     }
 
     async fn produce_windows(&mut self, records: Vec<WindowRecord>) -> Result<(), ProcessorError> {

@@ -121,6 +121,15 @@ impl Twins {
         out
     }
 
+    /// The twins of the devices whose partition `owned` says this processor consumes.
+    pub fn owned(&self, owned: impl Fn(Partition) -> bool) -> impl Iterator<Item = &TwinRecord> {
+        self.devices
+            .values()
+            .flat_map(|t| t.values())
+            .filter(move |d| owned(d.partition))
+            .map(|d| &d.twin)
+    }
+
     /// Takes back twins published earlier (by this or another processor), so that a device
     /// that went quiet before a restart is still judged. A device seen since is left alone.
     pub fn restore(&mut self, twin: TwinRecord, partition: Partition) {

@@ -1,16 +1,21 @@
-//! The lake: a root URL holding one Delta table per record type.
+//! The lake: a root URL holding one Delta table per record type, each described by a
+//! [`TableLayout`].
 //!
-//! `telemetry/` holds every reading: the columns of [`weir_schemas::Telemetry`] plus
-//! `event_date` (UTC date of `event_time`), partitioned by `tenant` then `event_date`, so
-//! that files look like `telemetry/tenant=fabrikam/event_date=2026-11-24/part-….zstd.parquet`
-//! and queries on one tenant or a date range read only their directories.
+//! - [`telemetry`]: `telemetry/`, every reading, partitioned by `tenant` then `event_date`.
+//! - [`aggregates`]: `building_aggregates/`, the processor's final minute windows, one row per
+//!   zone, partitioned by `tenant` then `window_date`.
+//!
+//! Files look like `telemetry/tenant=fabrikam/event_date=2026-11-24/part-….zstd.parquet`, so
+//! that queries on one tenant or a date range read only their directories. Every table has a
+//! `tenant` column: that is what tenant-scoped SQL filters on.
+
+pub mod aggregates;
+pub mod telemetry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use arrow::array::{ArrayRef, Date32Array, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::record_batch::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::protocol::SaveMode;
@@ -18,12 +23,28 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use url::Url;
-use weir_schemas::Telemetry;
 
-/// Name of the table (and directory) of readings.
-pub const TELEMETRY_TABLE: &str = "telemetry";
-/// Partition columns of the telemetry table, outermost first.
-pub const TELEMETRY_PARTITIONS: [&str; 2] = ["tenant", "event_date"];
+pub use aggregates::{
+    BUILDING_AGGREGATES, BUILDING_AGGREGATES_PARTITIONS, BUILDING_AGGREGATES_TABLE,
+    building_aggregates_batch, building_aggregates_schema,
+};
+pub use telemetry::{
+    TELEMETRY, TELEMETRY_PARTITIONS, TELEMETRY_TABLE, telemetry_lake_batch, telemetry_lake_schema,
+};
+
+/// Every table of the lake, as SQL sees them.
+pub static TABLES: [&TableLayout; 2] = [&TELEMETRY, &BUILDING_AGGREGATES];
+
+/// What makes one table of the lake.
+#[derive(Debug)]
+pub struct TableLayout {
+    /// The table's name in SQL, and its directory under the lake's root.
+    pub name: &'static str,
+    /// Partition columns, outermost first.
+    pub partitions: &'static [&'static str],
+    /// The columns, partition columns included (last).
+    pub schema: fn() -> SchemaRef,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
@@ -158,32 +179,30 @@ impl Lake {
         }
     }
 
-    /// Opens the telemetry table, creating it (empty) if it does not exist yet.
-    pub async fn open_or_create_telemetry(&self) -> Result<DeltaTable, LakeError> {
-        if let Some(table) = self.open(TELEMETRY_TABLE).await? {
+    /// Opens a table, creating it (empty) if it does not exist yet.
+    pub async fn open_or_create(&self, layout: &TableLayout) -> Result<DeltaTable, LakeError> {
+        let name = layout.name;
+        if let Some(table) = self.open(name).await? {
             return Ok(table);
         }
-        let schema: StructType = telemetry_lake_schema()
+        let schema: StructType = (layout.schema)()
             .as_ref()
             .try_into_kernel()
-            .map_err(|e| delta(TELEMETRY_TABLE, e.into()))?;
-        if let Some(dir) = self.local_dir(TELEMETRY_TABLE) {
+            .map_err(|e| delta(name, e.into()))?;
+        if let Some(dir) = self.local_dir(name) {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| LakeError::CreateDir(dir.display().to_string(), e))?;
         }
-        let table = self
-            .builder(TELEMETRY_TABLE)?
-            .build()
-            .map_err(|e| delta(TELEMETRY_TABLE, e))?;
+        let table = self.builder(name)?.build().map_err(|e| delta(name, e))?;
         table
             .create()
-            .with_table_name(TELEMETRY_TABLE)
+            .with_table_name(name)
             .with_columns(schema.fields().cloned())
-            .with_partition_columns(TELEMETRY_PARTITIONS)
+            .with_partition_columns(layout.partitions.iter().copied())
             // Another sink may have created it meanwhile: then use theirs.
             .with_save_mode(SaveMode::Ignore)
             .await
-            .map_err(|e| delta(TELEMETRY_TABLE, e))
+            .map_err(|e| delta(name, e))
     }
 }
 
@@ -194,31 +213,9 @@ pub(crate) fn delta(table: &str, source: DeltaTableError) -> LakeError {
     }
 }
 
-static LAKE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let base = weir_schemas::arrow::telemetry_schema();
-    let mut fields: Vec<Arc<Field>> = base.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new("event_date", DataType::Date32, false)));
-    Arc::new(Schema::new(fields))
-});
-
-/// The columns of the telemetry table: the record's fields, then `event_date`.
-pub fn telemetry_lake_schema() -> SchemaRef {
-    LAKE_SCHEMA.clone()
-}
-
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// Records as one batch of the telemetry table.
-pub fn telemetry_lake_batch(records: &[Telemetry]) -> Result<RecordBatch, LakeError> {
-    let batch = weir_schemas::arrow::telemetry_batch(records)?;
-    let event_time = batch
-        .column_by_name("event_time")
-        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-        .ok_or_else(|| {
-            arrow::error::ArrowError::SchemaError("event_time is not a µs timestamp".into())
-        })?;
-    let dates: Date32Array = event_time.unary(|t| t.div_euclid(MICROS_PER_DAY) as i32);
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    columns.push(Arc::new(dates));
-    Ok(RecordBatch::try_new(telemetry_lake_schema(), columns)?)
+/// The UTC date (days since the epoch, as Arrow's `Date32`) of a time in microseconds.
+pub(crate) fn utc_date(micros: i64) -> i32 {
+    micros.div_euclid(MICROS_PER_DAY) as i32
 }

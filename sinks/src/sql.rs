@@ -1,21 +1,22 @@
 //! SQL over the lake with DataFusion: the tables are registered under their names
-//! (`telemetry`), empty when nothing was written yet.
+//! (`telemetry`, `building_aggregates`), empty when nothing was written yet.
 //!
 //! Every query is read-only (no DDL, DML or session statements). A query run for one tenant
 //! ([`QueryOptions::tenant`]) sees tables filtered on that tenant by the plan itself: the
-//! session knows `telemetry` only as that filtered view, so no text of the query can reach
+//! session knows each table only as that filtered view, so no text of the query can reach
 //! another tenant's rows. Row limits and a timeout bound what one query may cost.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionContext, col, lit};
 
-use crate::lake::{Lake, LakeError, TELEMETRY_TABLE, delta, telemetry_lake_schema};
+use crate::lake::{Lake, LakeError, TABLES, TableLayout, delta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
@@ -50,31 +51,38 @@ pub struct QueryResult {
 /// `tenant`, only that tenant's.
 pub async fn session(lake: &Lake, tenant: Option<&str>) -> Result<SessionContext, SqlError> {
     let ctx = SessionContext::new();
-    let provider: Arc<dyn datafusion::catalog::TableProvider> =
-        match lake.open(TELEMETRY_TABLE).await? {
-            Some(table) => {
-                table
-                    .update_datafusion_session(&ctx.state())
-                    .map_err(|e| delta(TELEMETRY_TABLE, e))?;
-                table.table_provider().await.map_err(SqlError::Query)?
-            }
-            None => Arc::new(MemTable::try_new(telemetry_lake_schema(), vec![vec![]])?),
-        };
-    match tenant {
-        None => {
-            ctx.register_table(TELEMETRY_TABLE, provider)?;
-        }
-        Some(tenant) => {
+    for layout in TABLES {
+        let provider = table_provider(&ctx, lake, layout).await?;
+        let provider = match tenant {
+            None => provider,
             // The filter is part of the view's plan, beneath anything the query adds, and
             // prunes the lake's tenant partitions.
-            let view = ctx
+            Some(tenant) => ctx
                 .read_table(provider)?
                 .filter(col("tenant").eq(lit(tenant)))?
-                .into_view();
-            ctx.register_table(TELEMETRY_TABLE, view)?;
-        }
+                .into_view(),
+        };
+        ctx.register_table(layout.name, provider)?;
     }
     Ok(ctx)
+}
+
+/// One table of the lake as `ctx` can read it: its latest version, or an empty table of its
+/// columns when nothing was written to it yet.
+pub(crate) async fn table_provider(
+    ctx: &SessionContext,
+    lake: &Lake,
+    layout: &TableLayout,
+) -> Result<Arc<dyn TableProvider>, SqlError> {
+    Ok(match lake.open(layout.name).await? {
+        Some(table) => {
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(|e| delta(layout.name, e))?;
+            table.table_provider().await.map_err(SqlError::Query)?
+        }
+        None => Arc::new(MemTable::try_new((layout.schema)(), vec![vec![]])?),
+    })
 }
 
 /// Runs one statement over every tenant's rows and collects its result.

@@ -155,8 +155,9 @@ pub trait Subscription: Send {
 
 /// Reads a subscription until `stop` fires, handing every message to `apply`; then reads on
 /// until caught up (for at most `drain_for`), so that a reader stopped after the writers
-/// sees everything they wrote. For readers of whole topics (views, caches), whose progress
-/// lives in memory: nothing is committed.
+/// sees everything they wrote. For readers of whole topics (views, caches), whose state lives
+/// in memory: what they read is committed only so that the log may let it go (the embedded
+/// bus keeps a record until every live group has committed past it).
 pub async fn follow(
     mut sub: Box<dyn Subscription>,
     stop: crate::shutdown::CancellationToken,
@@ -171,18 +172,34 @@ pub async fn follow(
             poll = sub.poll(MAX, TIMEOUT) => poll?,
         };
         if let Poll::Messages(messages) = poll {
-            messages.iter().for_each(&mut apply);
+            take(sub.as_mut(), &messages, &mut apply).await?;
         }
     }
     let deadline = tokio::time::Instant::now() + drain_for;
     while tokio::time::Instant::now() < deadline {
         match sub.poll(MAX, TIMEOUT).await? {
-            Poll::Messages(messages) => messages.iter().for_each(&mut apply),
+            Poll::Messages(messages) => take(sub.as_mut(), &messages, &mut apply).await?,
             Poll::Idle if sub.lag().await? == 0 => break,
             _ => {}
         }
     }
     Ok(())
+}
+
+async fn take(
+    sub: &mut dyn Subscription,
+    messages: &[Message],
+    apply: &mut impl FnMut(&Message),
+) -> Result<(), BusError> {
+    let mut next: Vec<(Partition, Offset)> = Vec::new();
+    for m in messages {
+        apply(m);
+        match next.iter_mut().find(|(p, _)| *p == m.partition) {
+            Some((_, offset)) => *offset = (*offset).max(m.offset + 1),
+            None => next.push((m.partition, m.offset + 1)),
+        }
+    }
+    sub.commit(&next).await
 }
 
 /// The partition of a key: murmur2 of the key, as Kafka's Java client and librdkafka's

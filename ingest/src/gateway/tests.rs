@@ -257,3 +257,134 @@ async fn requests_beyond_the_in_flight_limit_are_refused_at_once() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+/// Calls the gateway as the tenant `fabrikam`, returning status, ETag and JSON body.
+async fn as_fabrikam(
+    gateway: &Gateway,
+    key: &str,
+    method: &str,
+    uri: &str,
+    if_match: Option<&str>,
+    body: &str,
+) -> (StatusCode, Option<String>, serde_json::Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {key}"));
+    if let Some(version) = if_match {
+        request = request.header("if-match", version);
+    }
+    let response = gateway
+        .router()
+        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let etag = response
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, etag, body)
+}
+
+#[tokio::test]
+async fn desired_properties_change_with_optimistic_concurrency() {
+    let gateway = setup(MemoryBus::default(), GatewayConfig::default()).await;
+    // Provisioning made the tenant: give it a key to call with.
+    let key = gateway
+        .registry()
+        .rotate_tenant_key("fabrikam", crate::registry::KeySlot::Primary)
+        .await
+        .unwrap();
+    let uri = "/v1/devices/dev-1/twin/desired";
+    let call = |method, if_match, body| as_fabrikam(&gateway, &key, method, uri, if_match, body);
+
+    let (status, etag, doc) = call("GET", None, "").await;
+    assert_eq!((status, etag.as_deref()), (StatusCode::OK, Some("\"0\"")));
+    assert_eq!(doc, serde_json::json!({"$version": 1}));
+    let (status, etag, doc) = call("PATCH", Some("\"0\""), r#"{"interval": 30}"#).await;
+    assert_eq!((status, etag.as_deref()), (StatusCode::OK, Some("\"1\"")));
+    assert_eq!(doc, serde_json::json!({"interval": 30, "$version": 1}));
+    // Written by someone else since: refused, unchanged.
+    let (status, _, error) = call("PATCH", Some("\"0\""), r#"{"interval": 60}"#).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(error["error"]["code"], "version_mismatch");
+    let (status, _, doc) = call("PUT", None, r#"{"mode": "eco"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc, serde_json::json!({"mode": "eco", "$version": 2}));
+    for bad in [r#"[1]"#, r#"{"$version": 3}"#, r#"{"a.b": 1}"#] {
+        let (status, _, error) = call("PATCH", None, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {error}");
+    }
+    let (status, _, _) = call("PATCH", Some("soon"), r#"{"x": 1}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn alert_rules_and_the_webhook_are_kept_per_tenant() {
+    let gateway = setup(MemoryBus::default(), GatewayConfig::default()).await;
+    // Provisioning made the tenant: give it a key to call with.
+    let key = gateway
+        .registry()
+        .rotate_tenant_key("fabrikam", crate::registry::KeySlot::Primary)
+        .await
+        .unwrap();
+    let call = |method, uri, body| as_fabrikam(&gateway, &key, method, uri, None, body);
+    let rule = r#"{"name": "Room too hot", "severity": "critical",
+                   "scope": {"building": "b0001", "level": "room"},
+                   "condition": {"type": "threshold", "measure": "temperature", "op": "above",
+                                 "value": 30, "for_seconds": 120}}"#;
+    let (status, _, stored) = call("PUT", "/v1/alert-rules/hot-room", rule).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(
+        (&stored["id"], &stored["tenant"]),
+        (&"hot-room".into(), &"fabrikam".into())
+    );
+    let (_, _, listed) = call("GET", "/v1/alert-rules", "").await;
+    assert_eq!(listed["rules"].as_array().unwrap().len(), 1);
+    // Precise refusals.
+    let (status, _, error) = call(
+        "PUT",
+        "/v1/alert-rules/x",
+        r#"{"name": "x", "condition": {"type": "threshold", "measure": "warmth", "op": "above", "value": 1}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("warmth"),
+        "{error}"
+    );
+    let (status, _, _) = call("PUT", "/v1/alert-rules/x", r#"{"id": "y", "name": "x", "condition": {"type": "device_silent"}, "scope": {"level": "device"}}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = call("DELETE", "/v1/alert-rules/hot-room", "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = call("GET", "/v1/alert-rules/hot-room", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, _, _) = call("GET", "/v1/webhook", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = call("PUT", "/v1/webhook", r#"{"url": "ftp://example.com/"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, set) = call(
+        "PUT",
+        "/v1/webhook",
+        r#"{"url": "https://hooks.example.com/weir"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let secret = set["secret"].as_str().unwrap();
+    let tenant = gateway.registry().tenant("fabrikam").unwrap();
+    assert_eq!(tenant.webhook.as_ref().unwrap().secret, secret);
+    let (_, _, shown) = call("GET", "/v1/webhook", "").await;
+    assert_eq!(
+        shown,
+        serde_json::json!({"url": "https://hooks.example.com/weir"})
+    );
+}

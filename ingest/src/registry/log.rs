@@ -18,15 +18,18 @@ use serde::{Deserialize, Serialize};
 use weir_common::bus::{Bus, Message, Poll, Record, Subscription};
 
 use super::RegistryError;
+use weir_schemas::alerts::AlertRule;
+
 use super::model::{Building, Device, Tenant};
 
 /// One registry entity, as logged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entity {
     Tenant(Tenant),
     Building(Building),
     Device(Device),
+    AlertRule(AlertRule),
 }
 
 impl Entity {
@@ -36,8 +39,13 @@ impl Entity {
             Entity::Tenant(t) => tenant_key(&t.id),
             Entity::Building(b) => building_key(&b.tenant, &b.id),
             Entity::Device(d) => device_key(&d.id),
+            Entity::AlertRule(r) => alert_rule_key(&r.tenant, &r.id),
         }
     }
+}
+
+pub fn alert_rule_key(tenant: &str, id: &str) -> String {
+    format!("alert-rule/{tenant}/{id}")
 }
 
 pub fn tenant_key(id: &str) -> String {
@@ -53,7 +61,7 @@ pub fn device_key(id: &str) -> String {
 }
 
 /// A put (`value` present) or a delete (`value` absent) of one key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub key: String,
     #[serde(default)]

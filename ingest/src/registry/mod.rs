@@ -6,10 +6,12 @@
 //! ([`papaya`]); changes are rare, serialised by one writer lock, validated against the current
 //! state, made durable in the log, and only then applied.
 
+mod alerting;
 pub mod conformance;
 pub mod log;
 pub mod model;
 pub mod secrets;
+pub mod twin;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -173,6 +175,8 @@ pub struct Registry {
     devices: papaya::HashMap<String, Arc<Device>>,
     /// LoRaWAN DevEUI to device id.
     dev_euis: papaya::HashMap<String, String>,
+    /// `tenant/rule id` to the rule.
+    alert_rules: papaya::HashMap<String, Arc<weir_schemas::alerts::AlertRule>>,
     /// `(tenant, device id)`, ordered: listings page through it.
     order: RwLock<BTreeSet<(String, String)>>,
     log: Box<dyn RegistryLog>,
@@ -211,6 +215,7 @@ impl Registry {
             buildings: papaya::HashMap::new(),
             devices: papaya::HashMap::new(),
             dev_euis: papaya::HashMap::new(),
+            alert_rules: papaya::HashMap::new(),
             order: RwLock::new(BTreeSet::new()),
             log,
             writer: tokio::sync::Mutex::new(()),
@@ -299,6 +304,10 @@ impl Registry {
                 // Nobody watching is no error.
                 let _ = self.device_changes.send(id);
             }
+            Entity::AlertRule(rule) => {
+                let key = format!("{}/{}", rule.tenant, rule.id);
+                self.alert_rules.pin().insert(key, Arc::new(rule));
+            }
         }
         true
     }
@@ -313,6 +322,8 @@ impl Registry {
                     self.tenant(id).is_none()
                 } else if let Some(key) = change.key.strip_prefix("building/") {
                     self.buildings.pin().get(key).is_none()
+                } else if let Some(key) = change.key.strip_prefix("alert-rule/") {
+                    self.alert_rules.pin().get(key).is_none()
                 } else {
                     true
                 }
@@ -320,6 +331,9 @@ impl Registry {
             Some(Entity::Device(d)) => self.get(&d.id).is_some_and(|c| *c == *d),
             Some(Entity::Tenant(t)) => self.tenant(&t.id).is_some_and(|c| *c == *t),
             Some(Entity::Building(b)) => self.building(&b.tenant, &b.id).is_some_and(|c| *c == *b),
+            Some(Entity::AlertRule(r)) => {
+                self.alert_rule(&r.tenant, &r.id).is_some_and(|c| *c == *r)
+            }
         }
     }
 
@@ -333,6 +347,8 @@ impl Registry {
             }
         } else if let Some(key) = key.strip_prefix("building/") {
             self.buildings.pin().remove(key);
+        } else if let Some(key) = key.strip_prefix("alert-rule/") {
+            self.alert_rules.pin().remove(key);
         } else if let Some(id) = key.strip_prefix("device/")
             && let Some(old) = self.devices.pin().remove(id)
         {
@@ -531,6 +547,7 @@ impl Registry {
                 secrets::api_key_hash(&secondary),
             ],
             created_us: now_us(),
+            webhook: None,
         };
         tenant.validate()?;
         self.commit(vec![Change::put(Entity::Tenant(tenant))])
@@ -668,6 +685,11 @@ impl Registry {
                         (None, Some(d)) => d.keys.clone(),
                         (None, None) => DeviceKeys::generate(),
                     },
+                    // An import places and keys a device; its twin stays as it was.
+                    twin: previous
+                        .as_ref()
+                        .map(|d| d.twin.clone())
+                        .unwrap_or_default(),
                     version: previous.as_ref().map_or(1, |d| d.version + 1),
                     created_us: previous.as_ref().map_or(now, |d| d.created_us),
                     updated_us: now,

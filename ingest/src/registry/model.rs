@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
 use super::RegistryError;
+use super::twin::TwinProperties;
 
 /// Longest id, tenant, building, floor, room, model or tag.
 pub const MAX_NAME_LEN: usize = 128;
@@ -33,6 +34,9 @@ pub struct Tenant {
     pub api_key_hashes: Vec<String>,
     /// Microseconds since the Unix epoch.
     pub created_us: i64,
+    /// Where the tenant's alerts are delivered, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<weir_schemas::alerts::Webhook>,
 }
 
 /// A building of a tenant, with its floors and their rooms.
@@ -137,6 +141,9 @@ pub struct Device {
     /// Free-form labels, for filtering.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Desired and reported properties of the device's twin.
+    #[serde(default, skip_serializing_if = "TwinProperties::is_empty")]
+    pub twin: TwinProperties,
     /// Incremented by every change; the admin API's optimistic concurrency uses it.
     #[serde(default)]
     pub version: u64,
@@ -161,6 +168,7 @@ impl Device {
             state: DeviceState::Enabled,
             keys: DeviceKeys::generate(),
             tags: BTreeMap::new(),
+            twin: TwinProperties::default(),
             version: 1,
             created_us: 0,
             updated_us: 0,

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use weir_common::topics::Topics;
 
-use crate::lake::Lake;
+use crate::lake::{Lake, TELEMETRY};
+use crate::lake_sink::Settings;
 
 #[derive(Debug, Clone)]
 pub struct ColdSinkConfig {
@@ -43,18 +44,23 @@ impl ColdSinkConfig {
 
     /// Cross-field checks, run before anything starts.
     pub fn validate(&self) -> Result<(), String> {
-        if self.batch_max_records == 0 || self.max_poll_records == 0 {
-            return Err("batch_max_records and max_poll_records must be at least 1".into());
+        self.settings().validate()
+    }
+
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            lake: self.lake.clone(),
+            layout: &TELEMETRY,
+            topic: self.topics.telemetry(),
+            group: self.topics.group(&self.group),
+            // What the lake's checkpoints have always been named: see `Settings::app`.
+            app: "weir-cold-sink",
+            batch_max_records: self.batch_max_records,
+            batch_max_age: self.batch_max_age,
+            max_poll_records: self.max_poll_records,
+            target_file_bytes: self.target_file_bytes,
+            zstd_level: self.zstd_level,
+            drain_on_shutdown: self.drain_on_shutdown,
         }
-        if self.batch_max_age.is_zero() {
-            return Err("batch_max_age must be longer than zero".into());
-        }
-        if !(1..=22).contains(&self.zstd_level) {
-            return Err(format!(
-                "zstd_level {} is not within 1..=22",
-                self.zstd_level
-            ));
-        }
-        Ok(())
     }
 }

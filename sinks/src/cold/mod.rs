@@ -1,17 +1,15 @@
-//! The cold-sink role: `telemetry` -> batches -> Delta commits in the lake.
+//! The cold-sink role: `telemetry` -> batches -> Delta commits in the lake's `telemetry` table,
+//! on the shared machinery of [`crate::lake_sink`].
 //!
 //! - [`config`]: batch limits and the consumer group.
-//! - [`batch`]: the open batch and the bus offsets it covers.
-//! - [`writer`]: Parquet encoding and the Delta commit that carries the offsets.
-//! - [`sink`]: the consume loop: when to close a batch, rebalances, shutdown.
+//! - [`sink`]: [`ColdSink`], and what a `telemetry` record becomes: a row, or a dead letter.
 
-mod batch;
 pub mod config;
 mod sink;
-pub mod writer;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::lake_sink::{SinkError, SinkStats};
 pub use config::ColdSinkConfig;
-pub use sink::{ColdSink, SinkError, SinkStats};
+pub use sink::ColdSink;

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use weir_common::http::ApiQuery;
 
-use super::{ActingFor, AdminJson, MAX_BODY_BYTES, json, slot};
+use super::{ActingFor, AdminJson, MAX_BODY_BYTES, if_match, json, slot};
 use crate::gateway::{Gateway, IngestError, body_error};
 use crate::registry::{
     Device, DeviceFilter, DeviceKeys, DevicePatch, DeviceState, ImportMode, NewDevice,
@@ -245,19 +245,7 @@ pub async fn update(
     headers: HeaderMap,
     AdminJson(patch): AdminJson<DevicePatch>,
 ) -> Result<Json<Arc<Device>>, IngestError> {
-    let if_version = match headers.get(header::IF_MATCH) {
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .map(|v| v.trim().trim_matches('"'))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    IngestError::InvalidBody("`If-Match` must be a device version number".into())
-                })?,
-        ),
-        None => None,
-    };
+    let if_version = if_match(&headers)?;
     let device = gateway
         .registry()
         .update_device(&tenant, &id, patch, if_version)

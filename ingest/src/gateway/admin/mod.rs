@@ -1,4 +1,5 @@
-//! The admin API: tenants, their buildings and devices.
+//! The admin API: tenants, their buildings and devices, devices' desired properties, and
+//! tenants' alert rules and webhook.
 //!
 //! Two kinds of caller, both with `Authorization: Bearer …`:
 //! - the operator (the token from `<data-dir>/operator-token`): creates tenants, and may act
@@ -8,9 +9,11 @@
 //!
 //! The principal is established from the headers before any body is read.
 
+mod alerting;
 mod buildings;
 mod devices;
 mod tenants;
+mod twins;
 
 use std::sync::Arc;
 
@@ -137,7 +140,41 @@ pub fn router() -> Router<Gateway> {
             "/v1/devices/{id}/keys/{slot}/rotate",
             post(devices::rotate_key),
         )
+        .route(
+            "/v1/devices/{id}/twin/desired",
+            get(twins::get).patch(twins::patch).put(twins::put),
+        )
+        .route("/v1/alert-rules", get(alerting::list))
+        .route(
+            "/v1/alert-rules/{id}",
+            put(alerting::put)
+                .get(alerting::get)
+                .delete(alerting::delete),
+        )
+        .route(
+            "/v1/webhook",
+            put(alerting::put_webhook)
+                .get(alerting::get_webhook)
+                .delete(alerting::delete_webhook),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// `If-Match: "<version>"` (quotes optional; `*` matches anything).
+pub(crate) fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<u64>, IngestError> {
+    let Some(value) = headers.get(axum::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map(|v| v.trim().trim_matches('"')).ok();
+    match text {
+        Some("*") => Ok(None),
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+            IngestError::InvalidBody(format!("`If-Match` must be a version number, not `{v}`"))
+        }),
+        None => Err(IngestError::InvalidBody(
+            "`If-Match` must be a version number".into(),
+        )),
+    }
 }
 
 /// Parses a JSON body into `T`, naming what is wrong.

@@ -24,7 +24,8 @@ use crate::formats::iothub::{self, Message};
 use crate::formats::senml;
 use crate::gateway::auth::Authenticator;
 use crate::gateway::{Gateway, IngestError, now_micros, now_secs};
-use crate::registry::Device;
+use crate::registry::twin::{self, Properties, Side};
+use crate::registry::{Device, RegistryError};
 
 /// Why the server closes a connection.
 #[derive(Debug, Clone)]
@@ -68,6 +69,8 @@ pub(super) fn recheck(shared: &Shared, device: &str) {
     if let Err(e) = credential.verify(shared.gateway.auth(), device) {
         tracing::info!(device, reason = %e, "closing an MQTT connection");
         shared.close(device, CloseReason::NotAllowed(e.to_string()));
+    } else if let Some(live) = shared.live.get(device) {
+        live.changed.notify_one();
     }
 }
 
@@ -114,11 +117,13 @@ pub(super) async fn run(
     let device_id: Arc<str> = Arc::from(device.id.as_str());
     let close = CancellationToken::new();
     let reason = Arc::new(Mutex::new(None));
+    let changed = Arc::new(tokio::sync::Notify::new());
     let live = Live {
         id,
         close: close.clone(),
         reason: reason.clone(),
         credential,
+        changed: changed.clone(),
     };
     if let Some(previous) = shared.live.insert(device_id.clone(), live) {
         *previous.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(CloseReason::TakenOver);
@@ -141,6 +146,7 @@ pub(super) async fn run(
     };
     let mut session = SessionState {
         version,
+        desired_sent: device.twin.desired.clone(),
         device,
         gateway: shared.gateway.clone(),
         subscriptions,
@@ -162,8 +168,11 @@ pub(super) async fn run(
                     max_packet_bytes: shared.config.max_packet_bytes,
                     receive_max: usize::from(shared.config.receive_max),
                 },
-                &close,
-                &stop,
+                Wake {
+                    close: &close,
+                    stop: &stop,
+                    changed: &changed,
+                },
             )
             .await;
         let why = reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -301,6 +310,16 @@ enum Ended {
     Stopped,
 }
 
+/// What can wake a connection besides its device.
+struct Wake<'a> {
+    /// The server closes this connection.
+    close: &'a CancellationToken,
+    /// The gateway stops.
+    stop: &'a CancellationToken,
+    /// The device changed in the registry.
+    changed: &'a tokio::sync::Notify,
+}
+
 struct Limits {
     keep_alive: Duration,
     token_deadline: Option<u64>,
@@ -318,6 +337,8 @@ struct Done {
 struct SessionState {
     version: Version,
     device: Arc<Device>,
+    /// The desired properties as this connection has told them to the device.
+    desired_sent: Properties,
     gateway: Gateway,
     subscriptions: Vec<(Arc<str>, u8)>,
     /// QoS 2 packet ids in flight or awaiting PUBREL: a resent PUBLISH of one is not taken
@@ -334,9 +355,13 @@ impl SessionState {
         writer: &mut Writer,
         buf: &mut BytesMut,
         limits: Limits,
-        close: &CancellationToken,
-        stop: &CancellationToken,
+        wake: Wake<'_>,
     ) -> Ended {
+        let Wake {
+            close,
+            stop,
+            changed,
+        } = wake;
         let mut alive_until = Instant::now() + limits.keep_alive;
         let token_expiry = limits.token_deadline.map(|secs| {
             let left = secs.saturating_sub(now_secs());
@@ -369,6 +394,11 @@ impl SessionState {
                 }
                 Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     if let Err(ended) = self.acknowledge(writer, done).await {
+                        return ended;
+                    }
+                }
+                () = changed.notified() => {
+                    if let Err(ended) = self.deliver_desired(writer).await {
                         return ended;
                     }
                 }
@@ -466,26 +496,39 @@ impl SessionState {
         }
         match topics::route(&publish.topic) {
             Some(Route::TwinGet { rid }) => {
-                // No desired properties are set for devices: the twin is empty.
+                let device = self.current_device();
+                let twin = serde_json::json!({
+                    "desired": device.twin.desired.to_iothub(),
+                    "reported": device.twin.reported.to_iothub(),
+                });
+                // The device now knows the whole desired document.
+                self.desired_sent = device.twin.desired.clone();
                 let topic = format!("$iothub/twin/res/200/?$rid={rid}");
-                let payload =
-                    Bytes::from_static(br#"{"desired":{"$version":1},"reported":{"$version":1}}"#);
-                self.settle_inline(writer, pid, qos).await?;
-                return send_or_end(writer, self.version, Outbound::Publish { topic, payload })
-                    .await;
-            }
-            Some(Route::TwinReported { rid }) => {
-                // Reported properties are not kept: say so, in IoT Hub's terms.
-                let topic = format!("$iothub/twin/res/501/?$rid={rid}");
                 self.settle_inline(writer, pid, qos).await?;
                 return send_or_end(
                     writer,
                     self.version,
                     Outbound::Publish {
                         topic,
-                        payload: Bytes::from_static(
-                            br#"{"message":"reported properties are not kept by this gateway"}"#,
-                        ),
+                        payload: Bytes::from(twin.to_string()),
+                    },
+                )
+                .await;
+            }
+            Some(Route::TwinReported { rid }) => {
+                let (status, answer, version) =
+                    report(&self.gateway, &self.device, &publish.payload).await;
+                let topic = match version {
+                    Some(v) => format!("$iothub/twin/res/{status}/?$rid={rid}&$version={v}"),
+                    None => format!("$iothub/twin/res/{status}/?$rid={rid}"),
+                };
+                self.settle_inline(writer, pid, qos).await?;
+                return send_or_end(
+                    writer,
+                    self.version,
+                    Outbound::Publish {
+                        topic,
+                        payload: Bytes::from(answer),
                     },
                 )
                 .await;
@@ -498,6 +541,37 @@ impl SessionState {
             Done { pid, qos, result }
         }));
         Ok(())
+    }
+
+    /// The device as the registry has it now.
+    fn current_device(&self) -> Arc<Device> {
+        self.gateway
+            .registry()
+            .get(&self.device.id)
+            .unwrap_or_else(|| self.device.clone())
+    }
+
+    /// Sends the device what changed in its desired properties since it was last told, if it
+    /// listens for them (IoT Hub's desired-properties PATCH).
+    async fn deliver_desired(&mut self, writer: &mut Writer) -> Result<(), Ended> {
+        let device = self.current_device();
+        let desired = &device.twin.desired;
+        let listens = self
+            .subscriptions
+            .iter()
+            .any(|(filter, _)| &**filter == topics::DESIRED_PATCHES);
+        if desired.version <= self.desired_sent.version || !listens {
+            return Ok(());
+        }
+        let mut patch = twin::diff(&self.desired_sent.properties, &desired.properties);
+        patch.insert("$version".into(), desired.version.into());
+        self.desired_sent = desired.clone();
+        let topic = format!(
+            "$iothub/twin/PATCH/properties/desired/?$version={}",
+            desired.version
+        );
+        let payload = Bytes::from(serde_json::Value::Object(patch).to_string());
+        send_or_end(writer, self.version, Outbound::Publish { topic, payload }).await
     }
 
     /// Acknowledges a message handled on the spot.
@@ -547,6 +621,43 @@ impl SessionState {
                 send_or_end(writer, self.version, Outbound::Pubrec(pid, outcome)).await
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// Stores a reported-properties patch: IoT Hub's status, body and new version.
+async fn report(gateway: &Gateway, device: &Device, payload: &[u8]) -> (u16, String, Option<u64>) {
+    let refused = |status: u16, message: String| {
+        let body = serde_json::json!({ "message": message }).to_string();
+        (status, body, None)
+    };
+    let patch = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(payload)
+    {
+        Ok(patch) => patch,
+        Err(e) => {
+            return refused(
+                400,
+                format!("reported properties must be a JSON object: {e}"),
+            );
+        }
+    };
+    let changed = gateway
+        .registry()
+        .change_twin(
+            &device.tenant,
+            &device.id,
+            Side::Reported,
+            patch,
+            false,
+            None,
+        )
+        .await;
+    match changed {
+        Ok(device) => (204, String::new(), Some(device.twin.reported.version)),
+        Err(e @ RegistryError::Invalid { .. }) => refused(400, e.to_string()),
+        Err(e) => {
+            tracing::warn!(device = %device.id, error = %e, "reported properties not stored");
+            refused(503, format!("not stored, try again: {e}"))
         }
     }
 }

@@ -87,6 +87,9 @@ struct Live {
     close: CancellationToken,
     reason: Arc<std::sync::Mutex<Option<connection::CloseReason>>>,
     credential: connection::Credential,
+    /// Wakes the connection when its device changed, to send desired properties it has not
+    /// told the device yet.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// The state all connections share.
@@ -164,8 +167,9 @@ pub async fn serve(
     watcher.abort();
 }
 
-/// Closes connections whose devices change so that they may no longer send: each is checked
-/// again against the registry with the credential it connected with.
+/// Closes connections whose devices change so that they may no longer send (each is checked
+/// again against the registry with the credential it connected with), and wakes the others,
+/// which may have desired properties to deliver.
 async fn watch_registry(shared: Arc<Shared>, stop: CancellationToken) {
     let mut changes = shared.gateway.registry().watch_devices();
     loop {

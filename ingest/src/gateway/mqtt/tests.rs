@@ -305,6 +305,127 @@ async fn iot_hub_topics_work_as_the_sdks_use_them() {
     assert_eq!(telemetry(&server.bus, 1).await.len(), 1);
 }
 
+/// The next message the server publishes to the device: topic and JSON body.
+async fn next_publish(events: &mut rumqttc::EventLoop) -> (String, serde_json::Value) {
+    until(events, |e| match e {
+        Event::Incoming(Packet::Publish(p)) => Some((
+            p.topic.clone(),
+            serde_json::from_slice(&p.payload).unwrap_or(serde_json::Value::Null),
+        )),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn twins_keep_reported_properties_and_deliver_desired_ones() {
+    use crate::registry::twin::Side;
+    use serde_json::json;
+
+    let server = start(MqttConfig::default()).await;
+    let (client, mut events) =
+        AsyncClient::new(options(&server, "dev-1", &token("dev-1", KEY)), 10);
+    connected(&mut events).await;
+    for filter in [
+        "$iothub/twin/res/#",
+        "$iothub/twin/PATCH/properties/desired/#",
+    ] {
+        client.subscribe(filter, QoS::AtMostOnce).await.unwrap();
+    }
+    until(&mut events, |e| {
+        matches!(e, Event::Incoming(Packet::SubAck(a)) if a.pkid == 2).then_some(())
+    })
+    .await;
+
+    // Reported properties are stored with the device, versioned.
+    client
+        .publish(
+            "$iothub/twin/PATCH/properties/reported/?$rid=1",
+            QoS::AtMostOnce,
+            false,
+            r#"{"firmware": "1.4.2", "config": {"interval": 60}}"#,
+        )
+        .await
+        .unwrap();
+    let (topic, _) = next_publish(&mut events).await;
+    assert_eq!(topic, "$iothub/twin/res/204/?$rid=1&$version=1");
+    let stored = server.registry.get("dev-1").unwrap();
+    assert_eq!(stored.twin.reported.properties["firmware"], "1.4.2");
+    client
+        .publish(
+            "$iothub/twin/PATCH/properties/reported/?$rid=2",
+            QoS::AtMostOnce,
+            false,
+            "[1, 2]",
+        )
+        .await
+        .unwrap();
+    let (topic, body) = next_publish(&mut events).await;
+    assert_eq!(topic, "$iothub/twin/res/400/?$rid=2");
+    assert!(body["message"].as_str().unwrap().contains("JSON object"));
+
+    // A desired change made through the registry (as the API does) reaches the connection as
+    // a patch, with what changed only.
+    let set = |patch: serde_json::Value| {
+        let registry = server.registry.clone();
+        async move {
+            let serde_json::Value::Object(patch) = patch else {
+                unreachable!()
+            };
+            registry
+                .change_twin("fabrikam", "dev-1", Side::Desired, patch, false, None)
+                .await
+                .unwrap()
+        }
+    };
+    set(json!({"interval": 30, "led": {"colour": "green"}})).await;
+    let (topic, patch) = next_publish(&mut events).await;
+    assert_eq!(topic, "$iothub/twin/PATCH/properties/desired/?$version=1");
+    assert_eq!(
+        patch,
+        json!({"interval": 30, "led": {"colour": "green"}, "$version": 1})
+    );
+    set(json!({"interval": null, "led": {"colour": "red"}})).await;
+    let (topic, patch) = next_publish(&mut events).await;
+    assert_eq!(topic, "$iothub/twin/PATCH/properties/desired/?$version=2");
+    assert_eq!(
+        patch,
+        json!({"interval": null, "led": {"colour": "red"}, "$version": 2})
+    );
+
+    // The whole twin, as the SDKs ask for it on connect.
+    client
+        .publish("$iothub/twin/GET/?$rid=3", QoS::AtMostOnce, false, "")
+        .await
+        .unwrap();
+    let (topic, twin) = next_publish(&mut events).await;
+    assert_eq!(topic, "$iothub/twin/res/200/?$rid=3");
+    assert_eq!(
+        twin,
+        json!({
+            "desired": {"led": {"colour": "red"}, "$version": 2},
+            "reported": {"firmware": "1.4.2", "config": {"interval": 60}, "$version": 1}
+        })
+    );
+
+    // Another device's change wakes nobody here: the next thing this device hears is the
+    // answer to its own request.
+    let serde_json::Value::Object(other) = json!({"x": 1}) else {
+        unreachable!()
+    };
+    server
+        .registry
+        .change_twin("fabrikam", "dev-2", Side::Desired, other, false, None)
+        .await
+        .unwrap();
+    client
+        .publish("$iothub/twin/GET/?$rid=4", QoS::AtMostOnce, false, "")
+        .await
+        .unwrap();
+    let (topic, _) = next_publish(&mut events).await;
+    assert_eq!(topic, "$iothub/twin/res/200/?$rid=4");
+}
+
 #[tokio::test]
 async fn wrong_credentials_and_disabled_devices_are_refused() {
     let server = start(MqttConfig::default()).await;

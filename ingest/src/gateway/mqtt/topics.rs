@@ -6,7 +6,11 @@
 //! | `weir/senml`                                           | a SenML JSON pack (as `/v1/senml`)    |
 //! | `devices/{id}/messages/events/{property bag}`          | an IoT Hub device-to-cloud message    |
 //! | `$iothub/twin/GET/?$rid={rid}`                         | IoT Hub: the device asks for its twin |
-//! | `$iothub/twin/PATCH/properties/reported/?$rid={rid}`   | IoT Hub: reported properties          |
+//! | `$iothub/twin/PATCH/properties/reported/?$rid={rid}`   | IoT Hub: reported properties, stored  |
+//!
+//! The gateway publishes to the device: twin documents on `$iothub/twin/res/{status}/?$rid=…`
+//! (answers to the two above), and desired-property patches on
+//! `$iothub/twin/PATCH/properties/desired/?$version={n}` as they are set through the API.
 //!
 //! Subscriptions the IoT Hub SDKs make on connect are granted, for the device's own id only:
 //! `devices/{id}/messages/devicebound/#`, `$iothub/twin/res/#`,
@@ -61,6 +65,9 @@ fn rid(query: &str) -> Option<&str> {
         .filter(|r| !r.is_empty() && r.len() <= 64)
 }
 
+/// Where IoT Hub devices listen for desired-property patches.
+pub const DESIRED_PATCHES: &str = "$iothub/twin/PATCH/properties/desired/#";
+
 /// Whether `device` may subscribe to `filter`.
 pub fn may_subscribe(device: &str, filter: &str) -> bool {
     if let Some(rest) = filter.strip_prefix("devices/") {
@@ -70,7 +77,7 @@ pub fn may_subscribe(device: &str, filter: &str) -> bool {
     }
     matches!(
         filter,
-        "$iothub/twin/res/#" | "$iothub/twin/PATCH/properties/desired/#" | "$iothub/methods/POST/#"
+        "$iothub/twin/res/#" | DESIRED_PATCHES | "$iothub/methods/POST/#"
     )
 }
 

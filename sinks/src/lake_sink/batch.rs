@@ -4,15 +4,15 @@ use std::collections::BTreeMap;
 
 use tokio::time::Instant;
 use weir_common::bus::{Message, Offset, Partition, Record};
-use weir_schemas::{DeadLetter, Telemetry};
+use weir_schemas::DeadLetter;
 
-#[derive(Default)]
-pub struct Batch {
-    pub records: Vec<Telemetry>,
+pub struct Batch<R> {
+    pub records: Vec<R>,
     /// Messages that do not decode, for the dead-letter topic.
     pub dead: Vec<Record>,
     /// Next offset to read per partition once this batch is committed. Includes partitions
-    /// whose messages all went to the dead-letter topic: they are done with too.
+    /// whose messages all went to the dead-letter topic or were skipped: they are done with
+    /// too.
     pub next_offsets: BTreeMap<Partition, Offset>,
     /// Offset of the first message per partition: the lake's checkpoint must be exactly this
     /// for the batch to follow on from it.
@@ -20,9 +20,27 @@ pub struct Batch {
     opened_at: Option<Instant>,
 }
 
-impl Batch {
-    pub fn push(&mut self, record: Telemetry, partition: Partition, offset: Offset) {
+// Not derived: that would require `R: Default`.
+impl<R> Default for Batch<R> {
+    fn default() -> Self {
+        Batch {
+            records: Vec::new(),
+            dead: Vec::new(),
+            next_offsets: BTreeMap::new(),
+            first_offsets: BTreeMap::new(),
+            opened_at: None,
+        }
+    }
+}
+
+impl<R> Batch<R> {
+    pub fn push(&mut self, record: R, partition: Partition, offset: Offset) {
         self.records.push(record);
+        self.advance(partition, offset);
+    }
+
+    /// Counts a message as done with, without writing anything for it.
+    pub fn skip(&mut self, partition: Partition, offset: Offset) {
         self.advance(partition, offset);
     }
 
@@ -66,7 +84,7 @@ impl Batch {
         self.opened_at.map(|t| t + max_age)
     }
 
-    pub fn take(&mut self) -> Batch {
+    pub fn take(&mut self) -> Batch<R> {
         std::mem::take(self)
     }
 }

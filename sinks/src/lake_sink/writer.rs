@@ -1,8 +1,10 @@
-//! Writing batches to the telemetry table: Parquet encoding, then one Delta commit that adds
-//! the files and records, per bus partition, the next offset (a Delta application transaction,
-//! as kafka-delta-ingest does). The commit is atomic: files and offsets land together or not.
+//! Writing batches to a lake table: Parquet encoding, then one Delta commit that adds the
+//! files and records, per bus partition, the next offset (a Delta application transaction, as
+//! kafka-delta-ingest does). The commit is atomic: files and offsets land together or not.
 
 use std::collections::BTreeMap;
+
+use arrow::record_batch::RecordBatch;
 
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Transaction};
@@ -12,14 +14,11 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use weir_common::bus::{Offset, Partition};
-use weir_schemas::Telemetry;
 
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 
-use crate::lake::{
-    Lake, LakeError, TELEMETRY_PARTITIONS, TELEMETRY_TABLE, delta, telemetry_lake_batch,
-    telemetry_lake_schema,
-};
+use super::Settings;
+use crate::lake::{LakeError, TableLayout, delta};
 
 /// Rows per Parquet row group: large enough for efficient scans, small enough to bound the
 /// writer's memory.
@@ -27,18 +26,17 @@ const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// Refuses a table whose columns or partitioning are not the ones this writer produces: better
 /// to fail at startup than on the first commit, after devices were answered.
-fn check_layout(table: &DeltaTable) -> Result<(), LakeError> {
-    let snapshot = table.snapshot().map_err(|e| delta(TELEMETRY_TABLE, e))?;
+fn check_layout(table: &DeltaTable, layout: &TableLayout) -> Result<(), LakeError> {
+    let name = layout.name;
+    let snapshot = table.snapshot().map_err(|e| delta(name, e))?;
     let metadata = snapshot.metadata();
     let partitions: Vec<String> = metadata.partition_columns().to_vec();
-    let expected_partitions: Vec<String> = TELEMETRY_PARTITIONS.map(String::from).to_vec();
-    let schema: deltalake::kernel::StructType = telemetry_lake_schema()
+    let expected_partitions = partition_columns(layout);
+    let schema: deltalake::kernel::StructType = (layout.schema)()
         .as_ref()
         .try_into_kernel()
-        .map_err(|e| delta(TELEMETRY_TABLE, e.into()))?;
-    let actual = metadata
-        .parse_schema()
-        .map_err(|e| delta(TELEMETRY_TABLE, e.into()))?;
+        .map_err(|e| delta(name, e.into()))?;
+    let actual = metadata.parse_schema().map_err(|e| delta(name, e.into()))?;
     let names = |s: &deltalake::kernel::StructType| -> Vec<String> {
         s.fields()
             .map(|f| format!("{}: {}", f.name(), f.data_type()))
@@ -46,7 +44,7 @@ fn check_layout(table: &DeltaTable) -> Result<(), LakeError> {
     };
     if partitions != expected_partitions || names(&actual) != names(&schema) {
         return Err(LakeError::Layout {
-            table: TELEMETRY_TABLE.into(),
+            table: name.into(),
             found: format!("columns {:?} partitioned by {partitions:?}", names(&actual)),
             expected: format!(
                 "columns {:?} partitioned by {expected_partitions:?}",
@@ -57,47 +55,46 @@ fn check_layout(table: &DeltaTable) -> Result<(), LakeError> {
     Ok(())
 }
 
-pub struct TelemetryWriter {
+fn partition_columns(layout: &TableLayout) -> Vec<String> {
+    layout.partitions.iter().map(|p| p.to_string()).collect()
+}
+
+pub struct TableWriter {
+    layout: &'static TableLayout,
     table: DeltaTable,
     writer: RecordBatchWriter,
-    /// Identifies the bus (and its incarnation) the offsets belong to.
+    /// `{app}/{bus log id}/{topic}`: identifies the sink and the bus (and its incarnation) the
+    /// offsets belong to.
     source: String,
 }
 
-impl TelemetryWriter {
-    /// Opens (creating if needed) the telemetry table for records read from `source`
-    /// (`"{bus log id}/{topic}"`).
-    pub async fn open(
-        lake: &Lake,
-        source: String,
-        target_file_bytes: u64,
-        zstd_level: i32,
-    ) -> Result<Self, LakeError> {
-        let table = lake.open_or_create_telemetry().await?;
-        check_layout(&table)?;
-        let level = ZstdLevel::try_new(zstd_level).map_err(|e| {
-            delta(
-                TELEMETRY_TABLE,
-                deltalake::DeltaTableError::Parquet { source: e },
-            )
-        })?;
+impl TableWriter {
+    /// Opens (creating if needed) the table of `settings` for records read from `bus_log_id`.
+    pub async fn open(settings: &Settings, bus_log_id: &str) -> Result<Self, LakeError> {
+        let layout = settings.layout;
+        let name = layout.name;
+        let table = settings.lake.open_or_create(layout).await?;
+        check_layout(&table, layout)?;
+        let level = ZstdLevel::try_new(settings.zstd_level)
+            .map_err(|e| delta(name, deltalake::DeltaTableError::Parquet { source: e }))?;
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
         let writer = RecordBatchWriter::for_table(&table)
-            .map_err(|e| delta(TELEMETRY_TABLE, e))?
+            .map_err(|e| delta(name, e))?
             .with_writer_properties(properties)
-            .with_target_file_size(target_file_bytes);
+            .with_target_file_size(settings.target_file_bytes);
         Ok(Self {
+            layout,
             table,
             writer,
-            source,
+            source: format!("{}/{bus_log_id}/{}", settings.app, settings.topic),
         })
     }
 
     fn app_id(&self, partition: Partition) -> String {
-        format!("weir-cold-sink/{}/{partition}", self.source)
+        format!("{}/{partition}", self.source)
     }
 
     /// The next offset of `partition` recorded by the last commit that included it.
@@ -105,22 +102,21 @@ impl TelemetryWriter {
     pub async fn checkpoint(&mut self, partition: Partition) -> Result<Option<Offset>, LakeError> {
         // Another sink may have committed this partition since our last look: read the log's
         // latest version, not our own last one.
+        let name = self.layout.name;
         self.table
             .update_state()
             .await
-            .map_err(|e| delta(TELEMETRY_TABLE, e))?;
-        let snapshot = self
-            .table
-            .snapshot()
-            .map_err(|e| delta(TELEMETRY_TABLE, e))?;
+            .map_err(|e| delta(name, e))?;
+        let snapshot = self.table.snapshot().map_err(|e| delta(name, e))?;
         let version = snapshot
             .transaction_version(self.table.log_store().as_ref(), self.app_id(partition))
             .await
-            .map_err(|e| delta(TELEMETRY_TABLE, e))?;
+            .map_err(|e| delta(name, e))?;
         Ok(version.map(|v| v as Offset))
     }
 
-    /// Writes the records and commits them with the offsets; returns the new table version.
+    /// Writes the rows (if any) and commits them with the offsets; returns the new table
+    /// version.
     ///
     /// The batch must follow on from the lake: for each partition, the lake's checkpoint is
     /// the batch's first offset (or the lake has none). Otherwise another sink has committed
@@ -130,11 +126,12 @@ impl TelemetryWriter {
     /// application transactions.
     pub async fn commit(
         &mut self,
-        records: &[Telemetry],
+        rows: Option<RecordBatch>,
         first_offsets: &BTreeMap<Partition, Offset>,
         next_offsets: &BTreeMap<Partition, Offset>,
     ) -> Result<u64, LakeError> {
-        let err = |e| delta(TELEMETRY_TABLE, e);
+        let name = self.layout.name;
+        let err = |e| delta(name, e);
         for (partition, first) in first_offsets {
             match self.checkpoint(*partition).await? {
                 Some(lake) if lake != *first => {
@@ -147,9 +144,8 @@ impl TelemetryWriter {
                 _ => {}
             }
         }
-        if !records.is_empty() {
-            let batch = telemetry_lake_batch(records)?;
-            self.writer.write(batch).await.map_err(err)?;
+        if let Some(rows) = rows {
+            self.writer.write(rows).await.map_err(err)?;
         }
         let adds: Vec<Action> = self
             .writer
@@ -168,7 +164,7 @@ impl TelemetryWriter {
             .collect();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
-            partition_by: Some(TELEMETRY_PARTITIONS.map(String::from).to_vec()),
+            partition_by: Some(partition_columns(self.layout)),
             predicate: None,
         };
         let snapshot = self.table.snapshot().map_err(err)?;
