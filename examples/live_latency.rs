@@ -70,17 +70,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let fleet = Arc::new(Fleet::generate(&FleetConfig::default())?);
-    let mut by_tenant: std::collections::BTreeMap<&str, Vec<NewDevice>> = Default::default();
-    for d in &fleet.devices {
-        by_tenant.entry(&d.tenant).or_default().push(NewDevice {
-            floor: Some(d.floor.clone()),
-            room: Some(d.room.clone()),
-            ..NewDevice::with_keys(&d.id, &d.building, &d.key, &d.key)
-        });
-    }
-    for (tenant, devices) in by_tenant {
-        pipeline.registry.provision(tenant, devices).await?;
-    }
+    weir::commands::demo::provision(&pipeline.registry, &fleet).await?;
     let probe_tenant = fleet.devices[0].tenant.clone();
     pipeline
         .registry

@@ -82,6 +82,19 @@ impl Sent {
     }
 }
 
+/// The whole pipeline in this process, on the embedded bus, on ports of its own.
+async fn start(data_dir: &std::path::Path, args: PipelineArgs) -> Pipeline {
+    Pipeline::start(PipelineConfig {
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        roles: Roles::ALL,
+        drain_on_shutdown: true,
+        args,
+    })
+    .await
+    .unwrap()
+}
+
 /// Count, mean, min, max and sample standard deviation.
 fn oracle(values: &[f64]) -> Option<(u64, f64, f64, f64, Option<f64>)> {
     if values.is_empty() {
@@ -236,15 +249,7 @@ fn column_i64(batches: &[RecordBatch], name: &str) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = Pipeline::start(PipelineConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        roles: Roles::ALL,
-        drain_on_shutdown: true,
-        args: args(),
-    })
-    .await
-    .unwrap();
+    let pipeline = start(dir.path(), args()).await;
     let registry = &pipeline.registry;
     let mut api_keys = BTreeMap::new();
     for tenant in ["fabrikam", "contoso"] {
@@ -707,18 +712,11 @@ async fn readings_reach_the_lake_and_the_aggregates_are_exact() {
 #[tokio::test]
 async fn health_and_unknown_routes_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = Pipeline::start(PipelineConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        roles: Roles::ALL,
-        drain_on_shutdown: true,
-        args: PipelineArgs {
-            operator_token: None,
-            ..args()
-        },
-    })
-    .await
-    .unwrap();
+    let args = PipelineArgs {
+        operator_token: None,
+        ..args()
+    };
+    let pipeline = start(dir.path(), args).await;
     let base = pipeline.url();
     let health = reqwest::get(base.join("healthz").unwrap()).await.unwrap();
     assert_eq!(health.status(), 200);
@@ -761,21 +759,14 @@ async fn the_azure_iot_device_sdk_sends_to_weir_and_keeps_a_twin() {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let pipeline = Pipeline::start(PipelineConfig {
-        data_dir: dir.path().join("data"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        roles: Roles::ALL,
-        drain_on_shutdown: true,
-        args: PipelineArgs {
-            tls_cert: Some(cert_path.clone()),
-            tls_key: Some(key_path),
-            // The SDK knows no other port.
-            mqtt_listen: Some("127.0.0.1:8883".parse().unwrap()),
-            ..args()
-        },
-    })
-    .await
-    .unwrap();
+    let args = PipelineArgs {
+        tls_cert: Some(cert_path.clone()),
+        tls_key: Some(key_path),
+        // The SDK knows no other port.
+        mqtt_listen: Some("127.0.0.1:8883".parse().unwrap()),
+        ..args()
+    };
+    let pipeline = start(&dir.path().join("data"), args).await;
     pipeline
         .registry
         .provision("fabrikam", vec![device("sdk-1", "b1")])
@@ -889,15 +880,7 @@ async fn the_azure_iot_device_sdk_sends_to_weir_and_keeps_a_twin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_over_http_is_scoped_to_the_caller() {
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = Pipeline::start(PipelineConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        roles: Roles::ALL,
-        drain_on_shutdown: true,
-        args: args(),
-    })
-    .await
-    .unwrap();
+    let pipeline = start(dir.path(), args()).await;
     let registry = &pipeline.registry;
     let (_, fabrikam) = registry
         .create_tenant("fabrikam", "Fabrikam")
@@ -992,15 +975,7 @@ async fn alerts_reach_the_api_and_the_tenants_webhook() {
     use axum::http::HeaderMap;
 
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = Pipeline::start(PipelineConfig {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        roles: Roles::ALL,
-        drain_on_shutdown: true,
-        args: args(),
-    })
-    .await
-    .unwrap();
+    let pipeline = start(dir.path(), args()).await;
     let (_, key) = pipeline
         .registry
         .create_tenant("fabrikam", "Fabrikam")

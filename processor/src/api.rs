@@ -2,7 +2,8 @@
 //! only; another tenant's answer as never seen) or the operator's token (any tenant's, named
 //! with `?tenant=`, which may be left out when the id is unique across tenants).
 //!
-//! - `GET /v1/buildings`: the buildings seen.
+//! - `GET /v1/buildings`: the buildings seen, with the readings in their rolling window and
+//!   their late readings.
 //! - `GET /v1/buildings/{id}/aggregates`: the rolling window of the building, each floor and
 //!   each room: count, mean, min, max and standard deviation of every measurement.
 //! - `GET /v1/buildings/{id}/series?window=1m|1h&since=RFC3339&floor=F&room=R`: the tumbling
@@ -86,6 +87,10 @@ struct BuildingList {
 struct BuildingSummary {
     tenant: String,
     building: String,
+    /// Readings in the building's rolling window.
+    readings: u64,
+    /// Readings of the building that came later than the allowed lateness.
+    late_readings: u64,
 }
 
 /// One building's rolling window, as JSON.
@@ -273,7 +278,18 @@ async fn list_buildings(
         .buildings()
         .into_iter()
         .filter(|(t, _)| scope.covers(t) && query.tenant.as_ref().is_none_or(|q| q == t))
-        .map(|(tenant, building)| BuildingSummary { tenant, building })
+        .map(|(tenant, building)| {
+            let rolling = api.view.rolling(&tenant, &building).map(|(r, _)| r);
+            BuildingSummary {
+                readings: rolling
+                    .as_ref()
+                    .and_then(|r| r.building_stats())
+                    .map_or(0, |b| b.readings),
+                late_readings: rolling.map_or(0, |r| r.late_readings),
+                tenant,
+                building,
+            }
+        })
         .collect();
     Ok(Json(BuildingList { buildings }))
 }

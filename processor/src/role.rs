@@ -22,7 +22,7 @@ use std::time::Duration;
 use weir_common::bus::{Bus, BusError, Message, Partition, Poll, Record, Subscription, TopicSpec};
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
-use weir_schemas::{Telemetry, TelemetryCodec};
+use weir_schemas::{Reading, TelemetryCodec};
 
 use crate::alerts::AlertConfig;
 use crate::alerts::store as alert_store;
@@ -382,8 +382,20 @@ impl Processor {
         };
         let codec = TelemetryCodec::global();
         for message in &messages {
-            match codec.decode(&message.value) {
-                Ok(record) => self.apply(message, &record),
+            // In place, allocating nothing, unless the record was written with another
+            // version of the schema.
+            let decoded = match codec.decode_ref(&message.value) {
+                Ok(Some(record)) => {
+                    self.apply(message, &record);
+                    Ok(())
+                }
+                Ok(None) => codec
+                    .decode(&message.value)
+                    .map(|record| self.apply(message, &record)),
+                Err(e) => Err(e),
+            };
+            match decoded {
+                Ok(()) => {}
                 Err(error) => {
                     // The cold sink sends these to the dead letters.
                     tracing::error!(partition = message.partition, offset = message.offset, %error, "skipping a telemetry record that does not decode");
@@ -398,19 +410,22 @@ impl Processor {
         self.commit().await
     }
 
-    fn apply(&mut self, message: &Message, record: &Telemetry) {
+    fn apply(&mut self, message: &Message, record: &impl Reading) {
         let p = message.partition;
         let watermark = self.watermarks.get(&p).copied();
         let late = watermark
-            .is_some_and(|w| record.event_time < w.saturating_sub(self.lateness_us))
-            || record.event_time < self.evicted_before;
-        let tenant = match self.buildings.get_mut(record.tenant.as_str()) {
+            .is_some_and(|w| record.event_time() < w.saturating_sub(self.lateness_us))
+            || record.event_time() < self.evicted_before;
+        let tenant = match self.buildings.get_mut(record.tenant()) {
             Some(tenant) => tenant,
-            None => self.buildings.entry(record.tenant.clone()).or_default(),
+            None => self
+                .buildings
+                .entry(record.tenant().to_owned())
+                .or_default(),
         };
-        let building = match tenant.get_mut(record.building.as_str()) {
+        let building = match tenant.get_mut(record.building()) {
             Some(building) => building,
-            None => tenant.entry(record.building.clone()).or_default(),
+            None => tenant.entry(record.building().to_owned()).or_default(),
         };
         building.partition = p;
         if late {
@@ -420,15 +435,15 @@ impl Processor {
         } else {
             building.panes.add(&self.geometry, record);
             building.changed = true;
-            building.rooms_changed |= record.room.is_some();
-            let pane = self.geometry.pane_start(record.event_time);
+            building.rooms_changed |= record.room().is_some();
+            let pane = self.geometry.pane_start(record.event_time());
             self.replay.applied(p, message.offset, pane);
             self.complete_from.entry(p).or_insert(pane);
             self.counters.applied.fetch_add(1, Ordering::Relaxed);
         }
         // A late reading still tells the twin the device is alive.
         self.twins.observe(record, p);
-        let time = record.event_time.min(record.ingest_time);
+        let time = record.event_time().min(record.ingest_time());
         let now = watermark.map_or(time, |w| w.max(time));
         self.watermarks.insert(p, now);
         if self.alerts.is_some() {
@@ -438,7 +453,7 @@ impl Processor {
 
     /// Judges a reading against the device-level rules, and the panes its partition's
     /// watermark has just closed (moving from `before` to `now`) against the zone rules.
-    fn judge_alerts(&mut self, p: Partition, before: Option<i64>, now: i64, record: &Telemetry) {
+    fn judge_alerts(&mut self, p: Partition, before: Option<i64>, now: i64, record: &impl Reading) {
         let Some(alerts) = &mut self.alerts else {
             return;
         };

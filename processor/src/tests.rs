@@ -139,13 +139,15 @@ async fn wait_until_seen(counters: &crate::ProcessorCounters, n: usize) {
     assert_eq!(counters.seen(), n as u64);
 }
 
-/// The last value of every key of a topic, as compaction keeps it.
-async fn latest<T: serde::de::DeserializeOwned>(
+/// Every record of a topic retained now, in order within each partition, as (key, JSON
+/// value), read under a group of its own.
+pub(crate) async fn read_topic<T: serde::de::DeserializeOwned>(
     bus: &MemoryBus,
     topic: &str,
-) -> BTreeMap<String, T> {
-    let mut reader = bus.subscribe(topic, "check").await.unwrap();
-    let mut latest = BTreeMap::new();
+) -> Vec<(String, T)> {
+    let group = weir_common::bus::conformance::unique("check");
+    let mut reader = bus.subscribe(topic, &group).await.unwrap();
+    let mut out = Vec::new();
     loop {
         match reader
             .poll(10_000, Duration::from_millis(300))
@@ -155,14 +157,21 @@ async fn latest<T: serde::de::DeserializeOwned>(
             Poll::Messages(messages) => {
                 for m in messages {
                     let value: T = serde_json::from_slice(&m.value).unwrap();
-                    latest.insert(String::from_utf8_lossy(&m.key).into_owned(), value);
+                    out.push((String::from_utf8_lossy(&m.key).into_owned(), value));
                 }
             }
-            Poll::Idle => break,
+            Poll::Idle => return out,
             _ => {}
         }
     }
-    latest
+}
+
+/// The last value of every key of a topic, as compaction keeps it.
+async fn latest<T: serde::de::DeserializeOwned>(
+    bus: &MemoryBus,
+    topic: &str,
+) -> BTreeMap<String, T> {
+    read_topic(bus, topic).await.into_iter().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

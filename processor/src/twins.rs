@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use weir_common::bus::Partition;
-use weir_schemas::{Measure, Telemetry};
+use weir_schemas::{Measure, Reading};
 
 use crate::records::{Reported, TwinRecord};
 
@@ -55,26 +55,26 @@ pub struct Twins {
 impl Twins {
     /// Takes a reading into its device's twin. Values older than what the twin holds (a late
     /// reading) do not replace newer ones.
-    pub fn observe(&mut self, record: &Telemetry, partition: Partition) {
-        let tenant = match self.devices.get_mut(record.tenant.as_str()) {
+    pub fn observe(&mut self, record: &impl Reading, partition: Partition) {
+        let tenant = match self.devices.get_mut(record.tenant()) {
             Some(tenant) => tenant,
-            None => self.devices.entry(record.tenant.clone()).or_default(),
+            None => self.devices.entry(record.tenant().to_owned()).or_default(),
         };
-        let device = match tenant.get_mut(record.device.as_str()) {
+        let device = match tenant.get_mut(record.device()) {
             Some(device) => device,
             None => tenant
-                .entry(record.device.clone())
+                .entry(record.device().to_owned())
                 .or_insert_with(|| Device {
                     partition,
                     twin: TwinRecord {
-                        tenant: record.tenant.clone(),
-                        device: record.device.clone(),
-                        building: record.building.clone(),
-                        floor: record.floor.clone(),
-                        room: record.room.clone(),
-                        protocol: record.protocol.clone(),
-                        last_seen_us: record.ingest_time,
-                        last_event_us: record.event_time,
+                        tenant: record.tenant().to_owned(),
+                        device: record.device().to_owned(),
+                        building: record.building().to_owned(),
+                        floor: record.floor().map(str::to_owned),
+                        room: record.room().map(str::to_owned),
+                        protocol: record.protocol().to_owned(),
+                        last_seen_us: record.ingest_time(),
+                        last_event_us: record.event_time(),
                         reported: BTreeMap::new(),
                         interval_us: None,
                         silent_since_us: None,
@@ -168,40 +168,40 @@ impl Twins {
 }
 
 impl Device {
-    fn observe(&mut self, record: &Telemetry, partition: Partition) {
+    fn observe(&mut self, record: &impl Reading, partition: Partition) {
         let twin = &mut self.twin;
         self.dirty = true;
         self.partition = partition;
         twin.silent_since_us = None;
-        twin.last_seen_us = twin.last_seen_us.max(record.ingest_time);
-        let newer = record.event_time > twin.last_event_us;
+        twin.last_seen_us = twin.last_seen_us.max(record.ingest_time());
+        let newer = record.event_time() > twin.last_event_us;
         if newer {
-            let gap = (record.event_time - twin.last_event_us) as f64;
+            let gap = (record.event_time() - twin.last_event_us) as f64;
             self.interval_us = Some(match self.interval_us {
                 Some(average) => average + INTERVAL_WEIGHT * (gap - average),
                 None => gap,
             });
             twin.interval_us = self.interval_us.map(|i| i.round() as i64);
-            twin.last_event_us = record.event_time;
+            twin.last_event_us = record.event_time();
         }
         if newer || twin.reported.is_empty() {
             // Where the device is and what it spoke follow its newest reading.
-            set_if_changed(&mut twin.building, &record.building);
-            set_option_if_changed(&mut twin.floor, record.floor.as_deref());
-            set_option_if_changed(&mut twin.room, record.room.as_deref());
-            set_if_changed(&mut twin.protocol, &record.protocol);
+            set_if_changed(&mut twin.building, record.building());
+            set_option_if_changed(&mut twin.floor, record.floor());
+            set_option_if_changed(&mut twin.room, record.room());
+            set_if_changed(&mut twin.protocol, record.protocol());
         }
         let values = record
             .measurements()
             .map(|(m, v)| (Measure::name(m), v))
-            .chain(record.extra.iter().map(|(k, v)| (k.as_str(), *v)));
+            .chain(record.extra());
         for (name, value) in values {
             let reported = Reported {
                 value,
-                time_us: record.event_time,
+                time_us: record.event_time(),
             };
             match twin.reported.get_mut(name) {
-                Some(r) if r.time_us <= record.event_time => *r = reported,
+                Some(r) if r.time_us <= record.event_time() => *r = reported,
                 Some(_) => {}
                 None => {
                     twin.reported.insert(name.to_owned(), reported);
@@ -226,6 +226,7 @@ fn set_option_if_changed(field: &mut Option<String>, value: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_schemas::Telemetry;
 
     const SEC: i64 = 1_000_000;
 

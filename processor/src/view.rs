@@ -249,16 +249,6 @@ impl WarmView {
         out
     }
 
-    /// Readings of the tenant's buildings judged late, as the latest windows count them.
-    pub fn late_readings(&self, tenant: &str) -> u64 {
-        let prefix = format!("{tenant}/");
-        self.buildings
-            .iter()
-            .filter(|e| e.key().starts_with(&prefix))
-            .filter_map(|e| e.rolling.as_ref().map(|r| r.late_readings))
-            .sum()
-    }
-
     /// Changes to rolling windows from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Changed> {
         self.changes.subscribe()

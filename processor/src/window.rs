@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use weir_schemas::{Measure, Telemetry};
+use weir_schemas::{Measure, Reading};
 
 /// Count, sum, min, max and the sum of squared deviations from the mean of one measurement.
 ///
@@ -108,7 +108,7 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    pub fn add(&mut self, record: &Telemetry) {
+    pub fn add(&mut self, record: &impl Reading) {
         self.readings += 1;
         for (measure, value) in record.measurements() {
             self.stats_mut(measure).add(value);
@@ -187,9 +187,9 @@ pub struct Panes {
 }
 
 impl Panes {
-    pub fn add(&mut self, geometry: &Geometry, record: &Telemetry) {
+    pub fn add(&mut self, geometry: &Geometry, record: &impl Reading) {
         self.panes
-            .entry(geometry.pane_start(record.event_time))
+            .entry(geometry.pane_start(record.event_time()))
             .or_default()
             .add(record);
     }
@@ -228,6 +228,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use weir_schemas::Telemetry;
 
     const HOP: i64 = 10_000_000;
     const GEOMETRY: Geometry = Geometry {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use weir_schemas::Telemetry;
+use weir_schemas::Reading;
 
 use crate::window::{Aggregate, Geometry, Panes};
 
@@ -77,20 +77,21 @@ struct FloorPanes {
 }
 
 impl BuildingPanes {
-    pub fn add(&mut self, geometry: &Geometry, record: &Telemetry) {
+    pub fn add(&mut self, geometry: &Geometry, record: &impl Reading) {
         self.total.add(geometry, record);
-        if record.floor.is_none() && record.room.is_none() {
+        let (floor_name, room_name) = (record.floor(), record.room());
+        if floor_name.is_none() && room_name.is_none() {
             return;
         }
-        let name = record.floor.as_deref().unwrap_or("");
+        let name = floor_name.unwrap_or("");
         let floor = match self.floors.get_mut(name) {
             Some(floor) => floor,
             None => self.floors.entry(name.to_owned()).or_default(),
         };
-        if record.floor.is_some() {
+        if floor_name.is_some() {
             floor.total.add(geometry, record);
         }
-        if let Some(name) = record.room.as_deref() {
+        if let Some(name) = room_name {
             let room = match floor.rooms.get_mut(name) {
                 Some(room) => room,
                 None => floor.rooms.entry(name.to_owned()).or_default(),
@@ -148,7 +149,7 @@ impl BuildingPanes {
 
 #[cfg(test)]
 mod tests {
-    use weir_schemas::Measure;
+    use weir_schemas::{Measure, Telemetry};
 
     use super::*;
 

@@ -6,7 +6,9 @@
 //!   CRC-64-AVRO fingerprint, then the datum), decided once here for every topic. The schema is
 //!   parsed and resolved once per process, never per message;
 //! - its Arrow schema ([`arrow::telemetry_schema`]), derived from the Avro schema, and the batch
-//!   builder that turns records into Arrow columns for the lake.
+//!   builder that turns records into Arrow columns for the lake;
+//! - a reader that decodes a record in place, borrowing its strings ([`view`]), and the
+//!   [`Reading`] trait over both forms.
 //!
 //! Beside it, the JSON records of the control plane's alerting: [`alerts`].
 //!
@@ -18,10 +20,12 @@ pub mod arrow;
 pub(crate) mod codec;
 pub mod dead_letter;
 mod telemetry;
+pub mod view;
 
 pub use codec::{CodecError, TelemetryCodec};
 pub use dead_letter::DeadLetter;
 pub use telemetry::{Measure, Telemetry, protocol};
+pub use view::{Reading, TelemetryRef};
 
 /// The Avro schema of [`Telemetry`], as JSON.
 pub const TELEMETRY_AVSC: &str = include_str!("../avro/telemetry.avsc");

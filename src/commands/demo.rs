@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use weir_common::shutdown::{self, CancellationToken};
+use weir_ingest::Registry;
 use weir_ingest::registry::NewDevice;
 use weir_loadtest::progress::Progress;
 use weir_loadtest::{Report, reconcile, resources};
@@ -15,6 +16,25 @@ use weir_simulator::{Counters, Fleet, FleetConfig, LoadConfig};
 
 use crate::cli::DemoArgs;
 use crate::pipeline::{Pipeline, PipelineConfig, Roles};
+
+/// Loads a simulated fleet straight into the registry, tenant by tenant, as an import would.
+pub async fn provision(registry: &Registry, fleet: &Fleet) -> anyhow::Result<()> {
+    let mut by_tenant: std::collections::BTreeMap<&str, Vec<NewDevice>> = Default::default();
+    for d in &fleet.devices {
+        by_tenant.entry(&d.tenant).or_default().push(NewDevice {
+            floor: Some(d.floor.clone()),
+            room: Some(d.room.clone()),
+            ..NewDevice::with_keys(&d.id, &d.building, &d.key, &d.key)
+        });
+    }
+    for (tenant, devices) in by_tenant {
+        registry
+            .provision(tenant, devices)
+            .await
+            .with_context(|| format!("cannot register the simulated fleet of {tenant}"))?;
+    }
+    Ok(())
+}
 
 /// Buildings whose aggregates the demo prints.
 const SHOWN_BUILDINGS: usize = 5;
@@ -40,22 +60,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args: args.pipeline.clone(),
     })
     .await?;
-    // The fleet is loaded straight into the registry, tenant by tenant, as an import would.
-    let mut by_tenant: std::collections::BTreeMap<&str, Vec<NewDevice>> = Default::default();
-    for d in &fleet.devices {
-        by_tenant.entry(&d.tenant).or_default().push(NewDevice {
-            floor: Some(d.floor.clone()),
-            room: Some(d.room.clone()),
-            ..NewDevice::with_keys(&d.id, &d.building, &d.key, &d.key)
-        });
-    }
-    for (tenant, devices) in by_tenant {
-        pipeline
-            .registry
-            .provision(tenant, devices)
-            .await
-            .with_context(|| format!("cannot register the simulated fleet of {tenant}"))?;
-    }
+    provision(&pipeline.registry, &fleet).await?;
 
     let total = (args.load.rate * args.load.duration.as_secs_f64()).round() as u64;
     let buildings = fleet.buildings();

@@ -1,7 +1,7 @@
 //! The subcommands.
 
 pub mod admin;
-mod demo;
+pub mod demo;
 mod reconcile;
 mod role;
 mod simulate;

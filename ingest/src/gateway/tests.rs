@@ -258,6 +258,17 @@ async fn requests_beyond_the_in_flight_limit_are_refused_at_once() {
     );
 }
 
+/// A gateway, and an API key of `fabrikam` (which provisioning created).
+async fn fabrikam_with_key() -> (Gateway, String) {
+    let gateway = setup(MemoryBus::default(), GatewayConfig::default()).await;
+    let key = gateway
+        .registry()
+        .rotate_tenant_key("fabrikam", crate::registry::KeySlot::Primary)
+        .await
+        .unwrap();
+    (gateway, key)
+}
+
 /// Calls the gateway as the tenant `fabrikam`, returning status, ETag and JSON body.
 async fn as_fabrikam(
     gateway: &Gateway,
@@ -293,13 +304,7 @@ async fn as_fabrikam(
 
 #[tokio::test]
 async fn desired_properties_change_with_optimistic_concurrency() {
-    let gateway = setup(MemoryBus::default(), GatewayConfig::default()).await;
-    // Provisioning made the tenant: give it a key to call with.
-    let key = gateway
-        .registry()
-        .rotate_tenant_key("fabrikam", crate::registry::KeySlot::Primary)
-        .await
-        .unwrap();
+    let (gateway, key) = fabrikam_with_key().await;
     let uri = "/v1/devices/dev-1/twin/desired";
     let call = |method, if_match, body| as_fabrikam(&gateway, &key, method, uri, if_match, body);
 
@@ -326,13 +331,7 @@ async fn desired_properties_change_with_optimistic_concurrency() {
 
 #[tokio::test]
 async fn alert_rules_and_the_webhook_are_kept_per_tenant() {
-    let gateway = setup(MemoryBus::default(), GatewayConfig::default()).await;
-    // Provisioning made the tenant: give it a key to call with.
-    let key = gateway
-        .registry()
-        .rotate_tenant_key("fabrikam", crate::registry::KeySlot::Primary)
-        .await
-        .unwrap();
+    let (gateway, key) = fabrikam_with_key().await;
     let call = |method, uri, body| as_fabrikam(&gateway, &key, method, uri, None, body);
     let rule = r#"{"name": "Room too hot", "severity": "critical",
                    "scope": {"building": "b0001", "level": "room"},

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use weir_schemas::alerts::{AlertEvent, AlertRule, AlertState, Level, Subject};
-use weir_schemas::{Measure, Telemetry};
+use weir_schemas::{Measure, Reading};
 
 use super::event::{self, Facts};
 use super::rules::{Compiled, Judge, RuleSet, Test};
@@ -320,14 +320,16 @@ impl Engine {
 
     /// Judges one reading against the tenant's device-level threshold and rate rules. A
     /// reading no newer than the newest judged of its device is not judged.
-    pub fn judge_reading(&mut self, record: &Telemetry, out: &mut Vec<AlertEvent>) {
-        let Some(rules) = self.rules.tenant(&record.tenant) else {
+    pub fn judge_reading(&mut self, record: &impl Reading, out: &mut Vec<AlertEvent>) {
+        let Some(rules) = self.rules.tenant(record.tenant()) else {
             return;
         };
         if rules.readings.is_empty() {
             return;
         }
-        self.clock_us = self.clock_us.max(record.event_time.min(record.ingest_time));
+        self.clock_us = self
+            .clock_us
+            .max(record.event_time().min(record.ingest_time()));
         for c in &rules.readings {
             let Judge::Reading { measure, test } = c.judge else {
                 continue;
@@ -335,18 +337,18 @@ impl Engine {
             let Some(value) = record.get(measure) else {
                 continue;
             };
-            if !c.covers(&record.building) {
+            if !c.covers(record.building()) {
                 continue;
             }
-            let Some(state) = rule_state(&mut self.states, &record.tenant, &c.rule.id)
-                .and_then(|rule| device_state(rule, &record.device, &record.building))
+            let Some(state) = rule_state(&mut self.states, record.tenant(), &c.rule.id)
+                .and_then(|rule| device_state(rule, record.device(), record.building()))
             else {
                 continue;
             };
-            let t = record.event_time;
+            let t = record.event_time();
             if let Some(change) = state.observe(test, (t, t), value) {
                 let facts = facts(Some(measure), Some(value), change);
-                let subject = || device_subject(record, &record.device);
+                let subject = || device_subject(record);
                 fire(c, state, subject, change, facts, t, out);
             }
         }
@@ -523,12 +525,12 @@ fn level_of(zone: &Zone) -> Level {
     }
 }
 
-fn device_subject(record: &Telemetry, device: &str) -> Subject {
+fn device_subject(record: &impl Reading) -> Subject {
     Subject {
-        building: record.building.clone(),
-        floor: record.floor.clone(),
-        room: record.room.clone(),
-        device: Some(device.to_owned()),
+        building: record.building().to_owned(),
+        floor: record.floor().map(str::to_owned),
+        room: record.room().map(str::to_owned),
+        device: Some(record.device().to_owned()),
     }
 }
 

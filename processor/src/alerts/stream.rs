@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use weir_common::bus::{Bus, BusError, Partition, partition_for_key};
 use weir_common::topics::Topics;
-use weir_schemas::Telemetry;
+use weir_schemas::Reading;
 use weir_schemas::alerts::{AlertEvent, AlertState};
 
 use super::{AlertConfig, Engine, store};
@@ -156,7 +156,7 @@ impl Alerting {
         }
     }
 
-    pub fn judge_reading(&mut self, record: &Telemetry) {
+    pub fn judge_reading(&mut self, record: &impl Reading) {
         self.engine.judge_reading(record, &mut self.pending);
     }
 

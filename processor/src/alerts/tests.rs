@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_common::bus::{Bus, MemoryBus, Poll, Record, TopicSpec};
+use weir_common::bus::{Bus, MemoryBus, Record, TopicSpec};
 use weir_common::http::Scope;
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
@@ -107,30 +107,15 @@ async fn wait_until_seen(counters: &ProcessorCounters, n: usize) {
 
 /// Every event on the `alerts` topic, in the order of the topic (one key, one partition).
 async fn published(bus: &MemoryBus) -> Vec<AlertEvent> {
-    let group = weir_common::bus::conformance::unique("check");
-    let mut reader = bus
-        .subscribe(&Topics::default().alerts(), &group)
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    loop {
-        match reader
-            .poll(10_000, Duration::from_millis(300))
-            .await
-            .unwrap()
-        {
-            Poll::Messages(messages) => {
-                for m in messages {
-                    let event: AlertEvent = serde_json::from_slice(&m.value).unwrap();
-                    assert_eq!(&m.key[..], event.key().as_bytes());
-                    out.push(event);
-                }
-            }
-            Poll::Idle => break,
-            _ => {}
-        }
-    }
-    out
+    let events: Vec<(String, AlertEvent)> =
+        crate::tests::read_topic(bus, &Topics::default().alerts()).await;
+    events
+        .into_iter()
+        .map(|(key, event)| {
+            assert_eq!(key, event.key());
+            event
+        })
+        .collect()
 }
 
 fn assert_one_episode(events: &[AlertEvent]) {

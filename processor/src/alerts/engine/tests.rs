@@ -1,6 +1,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use proptest::prelude::*;
+use weir_schemas::Telemetry;
 use weir_schemas::alerts::Severity;
 
 use super::*;
