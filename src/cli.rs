@@ -163,10 +163,14 @@ pub struct PipelineArgs {
     #[arg(long, env = "WEIR_ALLOWED_LATENESS", default_value = "1m", value_parser = humantime::parse_duration)]
     pub allowed_lateness: Duration,
 
-    /// How often the processor publishes the rolling windows and twins that changed: the
-    /// delay, at most, between a reading and the live view showing it.
+    /// How often the processor publishes the rolling windows that changed: the delay, at
+    /// most, between a reading and the live view showing it.
     #[arg(long, env = "WEIR_EMIT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub emit_interval: Duration,
+
+    /// How often the processor publishes the twins that changed (and judges silence).
+    #[arg(long, env = "WEIR_TWINS_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub twins_interval: Duration,
 
     /// A device is flagged silent after this many of its usual intervals without a reading.
     #[arg(long, env = "WEIR_SILENT_FACTOR", default_value_t = 3.0)]

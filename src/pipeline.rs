@@ -166,6 +166,7 @@ impl Pipeline {
             name: topics.telemetry(),
             partitions: args.partitions,
             compacted: false,
+            retention: None,
         })
         .await?;
         // The gateway writes dead letters too, whether or not a sink runs here.
@@ -173,6 +174,7 @@ impl Pipeline {
             name: topics.telemetry_dlq(),
             partitions: args.partitions,
             compacted: false,
+            retention: None,
         })
         .await?;
 
@@ -194,13 +196,8 @@ impl Pipeline {
         // and the dead letters, each read whole under a group of this process's own.
         let stop_followers = CancellationToken::new();
         let mut followers = JoinSet::new();
-        for name in [topics.building_aggregates(), topics.device_twins()] {
-            bus.ensure_topic(&TopicSpec {
-                name,
-                partitions: args.partitions,
-                compacted: true,
-            })
-            .await?;
+        for spec in weir_processor::records::topic_specs(&topics, args.partitions) {
+            bus.ensure_topic(&spec).await?;
         }
         let view = Arc::new(WarmView::default());
         let subscriptions = WarmView::subscribe_topics(bus.as_ref(), &topics).await?;
@@ -252,6 +249,7 @@ impl Pipeline {
                     hop: args.hop,
                     allowed_lateness: args.allowed_lateness,
                     emit_interval: args.emit_interval,
+                    twins_interval: args.twins_interval,
                     silence: SilenceRule {
                         factor: args.silent_factor,
                         min_us: args.silent_min.as_micros().min(i64::MAX as u128) as i64,
@@ -273,6 +271,7 @@ impl Pipeline {
             let webhooks = WebhookDelivery::start(
                 WebhookConfig {
                     topics: topics.clone(),
+                    commit_when_read: embedded,
                     ..WebhookConfig::default()
                 },
                 alerting,
@@ -543,6 +542,7 @@ async fn shared_registry(
         name: topic.clone(),
         partitions: registry_log::REGISTRY_PARTITIONS,
         compacted: true,
+        retention: None,
     })
     .await?;
     let registry = Arc::new(Registry::with_log(

@@ -44,6 +44,7 @@ fn args() -> PipelineArgs {
         hop: Duration::from_secs(10),
         allowed_lateness: Duration::from_secs(60),
         emit_interval: Duration::from_millis(200),
+        twins_interval: Duration::from_millis(200),
         silent_factor: 3.0,
         silent_min: Duration::from_secs(60),
         batch_max_records: 500,
@@ -824,7 +825,7 @@ async fn the_azure_iot_device_sdk_sends_to_weir_and_keeps_a_twin() {
         }
     }
     assert_eq!(twin["desired"]["interval"], 60, "{twin}");
-    assert_eq!(twin["desired"]["$version"], 1, "{twin}");
+    assert_eq!(twin["desired"]["$version"], 2, "{twin}");
     // A desired change made through the API reaches the connected device as a patch.
     assert_eq!(set(json!({"interval": 15})).await.unwrap().status(), 200);
     let mut patch = Value::Null;
@@ -839,7 +840,7 @@ async fn the_azure_iot_device_sdk_sends_to_weir_and_keeps_a_twin() {
         "{said:?}\n{}",
         String::from_utf8_lossy(&status.stderr)
     );
-    assert_eq!(patch, json!({"interval": 15, "$version": 2}), "{said:?}");
+    assert_eq!(patch, json!({"interval": 15, "$version": 3}), "{said:?}");
     // The property the device reported is in its twin, next to the desired ones.
     let twin: Value = client
         .get(base.join("v1/devices/sdk-1/twin?tenant=fabrikam").unwrap())

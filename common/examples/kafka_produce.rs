@@ -41,6 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         name: topic.clone(),
         partitions: 8,
         compacted: false,
+        retention: None,
     })
     .await?;
     let value = Bytes::from(vec![b'x'; size]);

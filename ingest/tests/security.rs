@@ -42,6 +42,7 @@ async fn setup_with(config: GatewayConfig) -> Setup {
         name: topics::TELEMETRY.into(),
         partitions: 2,
         compacted: false,
+        retention: None,
     })
     .await
     .unwrap();

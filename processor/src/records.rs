@@ -17,7 +17,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use weir_common::bus::Record;
+use weir_common::bus::{Record, TopicSpec};
+use weir_common::topics::Topics;
 use weir_schemas::Measure;
 
 use crate::window::{Aggregate, Stats};
@@ -179,6 +180,31 @@ impl TwinRecord {
     pub fn to_record(&self) -> Record {
         json_record(self.key(), self, self.last_seen_us)
     }
+}
+
+/// How long `building-aggregates` keeps records: twice what views keep, so that a node that
+/// starts reads every minute it serves. Its minute keys are new every minute, so compaction
+/// alone would never drop them.
+pub const WINDOWS_RETENTION: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
+
+/// The topics the processor publishes to, as every role that uses them creates them (the
+/// first to start does): `building-aggregates` and `device-twins`, compacted, partitioned as
+/// `telemetry` is.
+pub fn topic_specs(topics: &Topics, partitions: u32) -> [TopicSpec; 2] {
+    [
+        TopicSpec {
+            name: topics.building_aggregates(),
+            partitions,
+            compacted: true,
+            retention: Some(WINDOWS_RETENTION),
+        },
+        TopicSpec {
+            name: topics.device_twins(),
+            partitions,
+            compacted: true,
+            retention: None,
+        },
+    ]
 }
 
 fn json_record(key: String, value: &impl Serialize, time_us: i64) -> Record {

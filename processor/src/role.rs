@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use weir_common::bus::{Bus, BusError, Message, Partition, Poll, Record, Subscription, TopicSpec};
+use weir_common::bus::{Bus, BusError, Message, Partition, Poll, Record, Subscription};
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
 use weir_schemas::{Reading, TelemetryCodec};
@@ -44,8 +44,12 @@ pub struct ProcessorConfig {
     pub hop: Duration,
     /// How late a reading may arrive and still correct its window.
     pub allowed_lateness: Duration,
-    /// How often changed rolling windows and twins are published.
+    /// How often changed rolling windows are published.
     pub emit_interval: Duration,
+    /// How often changed twins are published: each device changes with every reading, so
+    /// less often than windows (a processor catching up would otherwise publish every twin
+    /// every `emit_interval`).
+    pub twins_interval: Duration,
     /// When a device counts as silent.
     pub silence: SilenceRule,
     /// Consumer group on `telemetry` (under the topics' prefix).
@@ -74,6 +78,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("hop", &self.hop)
             .field("allowed_lateness", &self.allowed_lateness)
             .field("emit_interval", &self.emit_interval)
+            .field("twins_interval", &self.twins_interval)
             .field("silence", &self.silence)
             .field("group", &self.group)
             .field("topics", &self.topics)
@@ -93,6 +98,7 @@ impl Default for ProcessorConfig {
             hop: Duration::from_secs(10),
             allowed_lateness: Duration::from_secs(60),
             emit_interval: Duration::from_secs(1),
+            twins_interval: Duration::from_secs(5),
             silence: SilenceRule::default(),
             group: "weir-processor".into(),
             topics: Topics::default(),
@@ -128,8 +134,8 @@ impl ProcessorConfig {
                 self.hop
             ));
         }
-        if self.emit_interval.is_zero() {
-            return bad("emit interval must be more than zero".into());
+        if self.emit_interval.is_zero() || self.twins_interval.is_zero() {
+            return bad("emit and twins intervals must be more than zero".into());
         }
         if !(self.silence.factor.is_finite() && self.silence.factor >= 1.0) {
             return bad(format!(
@@ -199,6 +205,7 @@ struct Building {
     published_readings: u64,
     rooms_published_end: Option<i64>,
     rooms_published_readings: u64,
+    rooms_published_at: Option<tokio::time::Instant>,
     /// End of the next minute window to publish.
     next_minute: Option<i64>,
     /// Panes that start before this were judged for alerts.
@@ -233,6 +240,9 @@ pub struct Processor {
 }
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+/// Event and ingest times a record may carry: from 2000 to 2200 (microseconds since the
+/// epoch). Gateways refuse anything before 2000 or ahead of their clock.
+const PLAUSIBLE_TIMES_US: std::ops::Range<i64> = 946_684_800_000_000..7_258_118_400_000_000;
 /// A partition whose watermark is this far behind the newest is treated as idle: it no longer
 /// holds back eviction (its stragglers then count as late).
 const IDLE_PARTITION_US: i64 = 3_600_000_000;
@@ -254,16 +264,8 @@ impl Processor {
         };
         let topic = config.topics.telemetry();
         let partitions = bus.partitions(&topic).await?;
-        for name in [
-            config.topics.building_aggregates(),
-            config.topics.device_twins(),
-        ] {
-            bus.ensure_topic(&TopicSpec {
-                name,
-                partitions,
-                compacted: true,
-            })
-            .await?;
+        for spec in crate::records::topic_specs(&config.topics, partitions) {
+            bus.ensure_topic(&spec).await?;
         }
         alert_store::ensure_topic(bus.as_ref(), &config.topics).await?;
         let twins = restore_twins(bus.as_ref(), &config.topics, partitions).await?;
@@ -304,6 +306,7 @@ impl Processor {
         let max = self.config.max_poll_records;
         let mut last_evict = tokio::time::Instant::now();
         let mut last_emit = tokio::time::Instant::now();
+        let mut last_twins = tokio::time::Instant::now();
         loop {
             let poll = tokio::select! {
                 biased;
@@ -312,8 +315,12 @@ impl Processor {
             };
             self.handle(poll).await?;
             if last_emit.elapsed() >= self.config.emit_interval {
-                self.publish_live().await?;
+                self.publish_live(false).await?;
                 last_emit = tokio::time::Instant::now();
+            }
+            if last_twins.elapsed() >= self.config.twins_interval {
+                self.publish_twins().await?;
+                last_twins = tokio::time::Instant::now();
             }
             if last_evict.elapsed() >= self.config.evict_interval {
                 self.evict();
@@ -333,7 +340,8 @@ impl Processor {
             }
         }
         // What the live view shows is as fresh as the last reading read.
-        self.publish_live().await?;
+        self.publish_live(true).await?;
+        self.publish_twins().await?;
         tracing::info!(
             applied = self.counters.applied(),
             late = self.counters.late(),
@@ -412,6 +420,21 @@ impl Processor {
 
     fn apply(&mut self, message: &Message, record: &impl Reading) {
         let p = message.partition;
+        let (event_time, ingest_time) = (record.event_time(), record.ingest_time());
+        if !PLAUSIBLE_TIMES_US.contains(&event_time) || !PLAUSIBLE_TIMES_US.contains(&ingest_time) {
+            // Not from a weir gateway, which refuses such times: window arithmetic is only
+            // defined within the range.
+            tracing::warn!(
+                partition = p,
+                offset = message.offset,
+                event_time,
+                ingest_time,
+                "skipping a telemetry record with an impossible time"
+            );
+            self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+            self.replay.skipped(p, message.offset);
+            return;
+        }
         let watermark = self.watermarks.get(&p).copied();
         let late = watermark
             .is_some_and(|w| record.event_time() < w.saturating_sub(self.lateness_us))
@@ -503,8 +526,9 @@ impl Processor {
         Ok(())
     }
 
-    /// Publishes the rolling windows that changed, and the twins.
-    async fn publish_live(&mut self) -> Result<(), ProcessorError> {
+    /// Publishes the rolling windows that changed, and the twins; with `flush`, every room
+    /// window that changed too (when stopping).
+    async fn publish_live(&mut self, flush: bool) -> Result<(), ProcessorError> {
         let window = self.geometry.window_us;
         let building_and_floors = Levels {
             rooms: false,
@@ -538,9 +562,16 @@ impl Processor {
                 }
                 b.published_end = Some(end);
                 b.changed = false;
-                // Rooms are many: their window goes out once per hop at most.
+                // Rooms are many: their window goes out when it moves, or when it changed and a
+                // hop of time has passed (a quiet partition's window does not move), or now
+                // when stopping.
                 let rooms_moved = b.rooms_published_end != Some(end);
-                if rooms_moved && (b.rooms_changed || b.rooms_published_readings > 0) {
+                let rooms_due = flush
+                    || b.rooms_published_at
+                        .is_none_or(|at| at.elapsed() >= self.config.hop);
+                if (rooms_moved && (b.rooms_changed || b.rooms_published_readings > 0))
+                    || (b.rooms_changed && rooms_due)
+                {
                     let zones = b.panes.between(end - window, end, rooms);
                     b.rooms_published_readings = zones.iter().map(|(_, a)| a.readings).sum();
                     records.push(window_record(
@@ -552,12 +583,17 @@ impl Processor {
                         zones,
                     ));
                     b.rooms_published_end = Some(end);
+                    b.rooms_published_at = Some(tokio::time::Instant::now());
                     b.rooms_changed = false;
                 }
             }
         }
-        self.produce_windows(records).await?;
+        self.produce_windows(records).await
+    }
 
+    /// Judges silence, publishes the twins that changed, and judges them against the alert
+    /// rules.
+    async fn publish_twins(&mut self) -> Result<(), ProcessorError> {
         let now_us = chrono::Utc::now().timestamp_micros();
         let assigned = &self.assigned;
         self.twins
@@ -688,10 +724,18 @@ impl Processor {
         let reachable_from = self
             .geometry
             .pane_start(slowest.saturating_sub(self.lateness_us));
+        // A partition idle for an hour holds nothing back: its buildings' unfinished minutes
+        // are given up, as its stragglers are late.
+        let busy = |p: &Partition| {
+            self.watermarks
+                .get(p)
+                .is_some_and(|w| slowest.saturating_sub(*w) < IDLE_PARTITION_US)
+        };
         let unpublished_from = self
             .buildings
             .values()
             .flat_map(|t| t.values())
+            .filter(|b| busy(&b.partition))
             .filter_map(|b| b.next_minute)
             .min()
             .map_or(i64::MAX, |end| end - MINUTE_US);

@@ -25,6 +25,7 @@ fn config() -> ProcessorConfig {
         hop: Duration::from_secs(10),
         allowed_lateness: Duration::from_secs(20),
         emit_interval: Duration::from_millis(50),
+        twins_interval: Duration::from_millis(50),
         drain_on_shutdown: true,
         commit_for_replay: true,
         // Evict while the test runs, so that the replay really starts mid-stream.
@@ -182,6 +183,7 @@ async fn a_crashed_processor_replays_to_the_same_final_windows() {
         name: topics.telemetry(),
         partitions: 4,
         compacted: false,
+        retention: None,
     })
     .await
     .unwrap();

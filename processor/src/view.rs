@@ -25,7 +25,6 @@ use crate::window::Aggregate;
 use crate::zones::Zone;
 
 pub const HOUR_US: i64 = 3_600_000_000;
-const MINUTES_PER_HOUR: i64 = HOUR_US / MINUTE_US;
 
 /// A building's windows, as the view keeps them.
 #[derive(Debug, Default, Clone)]
@@ -38,12 +37,15 @@ pub struct BuildingView {
     minutes: BTreeMap<i64, Aggregate>,
     /// By zone, the hours by end.
     hours: HashMap<Zone, BTreeMap<i64, HourPoint>>,
+    /// End of the newest final minute: a building's minutes are final in order, so every
+    /// minute up to it is final (published, or without readings).
+    final_through: i64,
 }
 
 #[derive(Debug, Default, Clone)]
 struct HourPoint {
     aggregate: Aggregate,
-    /// One bit per minute of the hour folded in.
+    /// One bit per minute of the hour folded in (a republished minute is not folded twice).
     minutes: u64,
 }
 
@@ -54,7 +56,7 @@ pub struct SeriesPoint {
     pub start_us: i64,
     pub end_us: i64,
     pub aggregate: Aggregate,
-    /// Every minute of the point is in (always, for minutes).
+    /// Every minute of the point is final (always, for minutes).
     pub complete: bool,
 }
 
@@ -125,6 +127,7 @@ impl WarmView {
             }
             WindowKind::Minute => {
                 let end = record.end_us;
+                building.final_through = building.final_through.max(end);
                 for zone in &record.zones {
                     let aggregate = zone.aggregate();
                     let zone = zone.zone();
@@ -223,7 +226,7 @@ impl WarmView {
                             start_us: end - HOUR_US,
                             end_us: *end,
                             aggregate: point.aggregate.clone(),
-                            complete: point.minutes.count_ones() as i64 == MINUTES_PER_HOUR,
+                            complete: view.final_through >= *end,
                         })
                         .collect()
                 })

@@ -46,6 +46,7 @@ async fn topic(bus: &dyn Bus, prefix: &str, partitions: u32) -> String {
         name: name.clone(),
         partitions,
         compacted: false,
+        retention: None,
     })
     .await
     .expect("the topic can be created");
@@ -250,6 +251,7 @@ pub async fn topics_are_checked(bus: &dyn Bus) {
             name: topic.clone(),
             partitions: 3,
             compacted: false,
+            retention: None,
         })
         .await
         .is_err()
@@ -260,6 +262,7 @@ pub async fn topics_are_checked(bus: &dyn Bus) {
             name: unique("zero"),
             partitions: 0,
             compacted: false,
+            retention: None,
         })
         .await
         .is_err()

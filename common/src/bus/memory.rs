@@ -591,6 +591,7 @@ mod tests {
             name: topic.into(),
             partitions,
             compacted: false,
+            retention: None,
         })
         .await
         .unwrap();
@@ -797,6 +798,7 @@ mod tests {
                 name: "t".into(),
                 partitions: 0,
                 compacted: false,
+                retention: None,
             })
             .await,
             Err(BusError::InvalidTopic { .. })
@@ -805,6 +807,7 @@ mod tests {
             name: "t".into(),
             partitions: 2,
             compacted: false,
+            retention: None,
         })
         .await
         .unwrap();
@@ -813,6 +816,7 @@ mod tests {
                 name: "t".into(),
                 partitions: 3,
                 compacted: false,
+                retention: None,
             })
             .await,
             Err(BusError::PartitionMismatch { existing: 2, .. })

@@ -66,6 +66,12 @@ pub struct TopicSpec {
     /// Keep only the newest record of each key (Kafka `cleanup.policy=compact`), for topics
     /// that hold state rather than events. The embedded bus keeps everything it retains.
     pub compacted: bool,
+    /// Drop records older than this (Kafka `retention.ms`; with `compacted`,
+    /// `cleanup.policy=compact,delete`), for topics whose keys keep coming: a compacted topic
+    /// of per-window keys would otherwise grow for ever. `None`: the broker's default for
+    /// plain topics, for ever for compacted ones. The embedded bus ignores it: it lives as
+    /// long as the process.
+    pub retention: Option<Duration>,
 }
 
 /// What a call to [`Subscription::poll`] saw.

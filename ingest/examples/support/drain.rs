@@ -16,6 +16,7 @@ pub async fn topics(bus: &MemoryBus, partitions: u32) {
             name: name.into(),
             partitions,
             compacted: false,
+            retention: None,
         })
         .await
         .unwrap();

@@ -53,6 +53,7 @@ pub async fn changes_reach_every_registry(bus: Arc<dyn Bus>, topic: &str) {
         name: topic.to_owned(),
         partitions: REGISTRY_PARTITIONS,
         compacted: true,
+        retention: None,
     })
     .await
     .expect("the registry topic can be created");

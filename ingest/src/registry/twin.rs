@@ -23,20 +23,27 @@ pub const MAX_DEPTH: usize = 10;
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Properties {
-    /// 0 until the first change.
-    pub version: u64,
+    /// As IoT Hub numbers them: 1 for the empty document a device starts with (stored as 0
+    /// until the first change), then one more with every change. Use [`Properties::version`].
+    #[serde(rename = "version")]
+    changes: u64,
     pub properties: Map<String, Value>,
 }
 
 impl Properties {
     pub fn is_empty(&self) -> bool {
-        self.version == 0 && self.properties.is_empty()
+        self.changes == 0 && self.properties.is_empty()
+    }
+
+    /// `$version`: what `If-Match` names, what `ETag` says, and what patches carry.
+    pub fn version(&self) -> u64 {
+        self.changes.max(1)
     }
 
     /// The document as IoT Hub shows it: the properties and their `$version`.
     pub fn to_iothub(&self) -> Value {
         let mut doc = self.properties.clone();
-        doc.insert("$version".into(), Value::from(self.version.max(1)));
+        doc.insert("$version".into(), Value::from(self.version()));
         Value::Object(doc)
     }
 
@@ -58,7 +65,7 @@ impl Properties {
             });
         }
         self.properties = properties;
-        self.version += 1;
+        self.changes = self.version() + 1;
         Ok(())
     }
 }
@@ -183,11 +190,11 @@ impl Registry {
                 Side::Reported => &mut device.twin.reported,
             };
             if let Some(expected) = if_version
-                && expected != doc.version
+                && expected != doc.version()
             {
                 return Err(RegistryError::VersionMismatch {
                     expected,
-                    actual: doc.version,
+                    actual: doc.version(),
                 });
             }
             doc.change(patch, replace)
@@ -213,7 +220,7 @@ mod tests {
     fn patches_merge_as_rfc_7386_says() {
         // The example of RFC 7386, section 3.
         let mut doc = Properties {
-            version: 0,
+            changes: 0,
             properties: object(json!({
                 "title": "Goodbye!",
                 "author": {"givenName": "John", "familyName": "Doe"},
@@ -238,8 +245,8 @@ mod tests {
                 "phoneNumber": "+01-123-456-7890"
             })
         );
-        assert_eq!(doc.version, 1);
-        assert_eq!(doc.to_iothub()["$version"], 1);
+        assert_eq!(doc.version(), 2, "the empty document was version 1");
+        assert_eq!(doc.to_iothub()["$version"], 2);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub async fn ensure_topic(bus: &dyn Bus, topics: &Topics) -> Result<(), BusError
         name: topics.alerts(),
         partitions,
         compacted: false,
+        retention: None,
     })
     .await
 }

@@ -104,7 +104,11 @@ impl Alerting {
             // Another processor may have judged them since this one started.
             None => store::read_latest(bus, topics).await?,
         };
-        for event in latest.values() {
+        // In the order they happened: a device's later episode (in another room, under another
+        // key) must end up as its state, not an earlier one restored after it.
+        let mut latest: Vec<&AlertEvent> = latest.values().collect();
+        latest.sort_by_key(|e| e.at_us);
+        for event in latest {
             if partitions.contains(&self.partition_of(&event.tenant, &event.subject.building)) {
                 self.engine.restore(event, &mut self.pending);
             }

@@ -36,6 +36,7 @@ fn config() -> ProcessorConfig {
         hop: Duration::from_secs(10),
         allowed_lateness: Duration::from_secs(20),
         emit_interval: Duration::from_millis(50),
+        twins_interval: Duration::from_millis(50),
         drain_on_shutdown: true,
         commit_for_replay: true,
         evict_interval: Duration::ZERO,
@@ -74,6 +75,7 @@ async fn bus() -> MemoryBus {
         name: Topics::default().telemetry(),
         partitions: 4,
         compacted: false,
+        retention: None,
     })
     .await
     .unwrap();

@@ -24,6 +24,11 @@
 //! time (a raise before its clear); tenants do not wait for each other, up to
 //! [`WebhookConfig::max_pending_per_tenant`] events waiting for one tenant, beyond which
 //! reading waits for that tenant.
+//!
+//! On the embedded bus ([`WebhookConfig::commit_when_read`]) nothing outlives the process, so
+//! events are committed as read, and an event for a tenant with that many waiting is dropped
+//! and counted rather than let one dead endpoint hold the `alerts` topic, and the processor
+//! behind it, still.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -53,8 +58,14 @@ pub struct WebhookConfig {
     pub backoff_initial: Duration,
     /// Longest wait between two attempts.
     pub backoff_max: Duration,
-    /// Events of one tenant waiting for delivery at most; beyond, reading waits.
+    /// Events of one tenant waiting for delivery at most; beyond, reading waits (or, with
+    /// `commit_when_read`, the event is dropped and counted).
     pub max_pending_per_tenant: usize,
+    /// Commit events as they are read, not as they are delivered: for a bus that does not
+    /// outlive the process (the embedded one), where undelivered events die with it anyway
+    /// and an uncommitted backlog would hold the `alerts` topic full, and with it the
+    /// processor that publishes there.
+    pub commit_when_read: bool,
     /// Most events taken from the bus at once.
     pub max_poll_records: usize,
 }
@@ -67,8 +78,9 @@ impl Default for WebhookConfig {
             timeout: Duration::from_secs(10),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
-            max_pending_per_tenant: 1000,
+            max_pending_per_tenant: 10_000,
             max_poll_records: 256,
+            commit_when_read: false,
         }
     }
 }
@@ -110,6 +122,8 @@ pub struct WebhookCounters {
     pub not_needed: AtomicU64,
     /// Records on the topic that are not alert events.
     pub unreadable: AtomicU64,
+    /// Events dropped because their tenant's queue was full (only with `commit_when_read`).
+    pub dropped: AtomicU64,
 }
 
 impl WebhookCounters {
@@ -215,6 +229,9 @@ impl WebhookDelivery {
                         offsets.done(m.partition, m.offset);
                         continue;
                     }
+                    if self.config.commit_when_read {
+                        offsets.done(m.partition, m.offset);
+                    }
                     let job = Job {
                         partition: m.partition,
                         offset: m.offset,
@@ -233,6 +250,13 @@ impl WebhookDelivery {
                         ));
                         tx
                     });
+                    if self.config.commit_when_read {
+                        if let Err(mpsc::error::TrySendError::Full(job)) = worker.try_send(job) {
+                            tracing::warn!(tenant = %job.tenant, id = %job.id, "a tenant's webhook is this far behind: dropping an alert event");
+                            self.sender.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
                     tokio::select! {
                         biased;
                         () = stop.cancelled() => break 'reading,

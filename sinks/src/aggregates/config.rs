@@ -15,8 +15,10 @@ pub struct AggregatesSinkConfig {
     pub topics: Topics,
     /// A batch is committed once it holds this many minute windows (each a row per zone)...
     pub batch_max_records: usize,
-    /// ...or once its oldest record has waited this long, whichever comes first. Minutes
-    /// arrive once a minute per building: a shorter age only makes smaller files.
+    /// ...or once its oldest record has waited this long, whichever comes first. The topic
+    /// carries rolling windows too, which are read and passed over: the batch's age also
+    /// bounds how much of them the embedded bus must hold for this group (it keeps a record
+    /// until every group has committed past it), so it is short.
     pub batch_max_age: Duration,
     /// Most records taken from the bus at once.
     pub max_poll_records: usize,
@@ -35,7 +37,7 @@ impl AggregatesSinkConfig {
             group: "weir-aggregates-sink".into(),
             topics: Topics::default(),
             batch_max_records: 20_000,
-            batch_max_age: Duration::from_secs(60),
+            batch_max_age: Duration::from_secs(10),
             max_poll_records: 4096,
             target_file_bytes: 128 * 1024 * 1024,
             zstd_level: 3,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
-use weir_common::bus::{Bus, Message, TopicSpec};
+use weir_common::bus::{Bus, Message};
 use weir_common::shutdown::CancellationToken;
 use weir_processor::records::{WindowKind, WindowRecord};
 
@@ -25,15 +25,10 @@ impl AggregatesSink {
     /// start it before the processor publishes. A lake that cannot be opened fails here.
     pub async fn start(config: AggregatesSinkConfig, bus: Arc<dyn Bus>) -> Result<Self, SinkError> {
         config.validate().map_err(SinkError::Config)?;
-        let topic = config.topics.building_aggregates();
         // As the processor creates it, whichever of the two starts first.
         let partitions = bus.partitions(&config.topics.telemetry()).await?;
-        bus.ensure_topic(&TopicSpec {
-            name: topic,
-            partitions,
-            compacted: true,
-        })
-        .await?;
+        let [windows, _] = weir_processor::records::topic_specs(&config.topics, partitions);
+        bus.ensure_topic(&windows).await?;
         let rows = MinuteRows {
             newest: Newest::new(config.lake.clone(), partitions),
         };

@@ -83,6 +83,7 @@ async fn bus(partitions: u32) -> MemoryBus {
             name: name.into(),
             partitions,
             compacted,
+            retention: None,
         })
         .await
         .unwrap();

@@ -37,6 +37,7 @@ impl ColdSink {
             name: dead_letters,
             partitions,
             compacted: false,
+            retention: None,
         })
         .await?;
         Ok(Self(sink))

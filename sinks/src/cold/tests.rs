@@ -71,6 +71,7 @@ async fn every_record_lands_once_partitioned_by_tenant_and_date() {
         name: topics::TELEMETRY.into(),
         partitions: 4,
         compacted: false,
+        retention: None,
     })
     .await
     .unwrap();
@@ -147,6 +148,7 @@ async fn a_restarted_sink_resumes_from_the_lake_not_the_bus() {
         name: topics::TELEMETRY.into(),
         partitions: 2,
         compacted: false,
+        retention: None,
     })
     .await
     .unwrap();
@@ -182,6 +184,7 @@ async fn two_sinks_racing_on_the_same_records_never_write_one_twice() {
         name: topics::TELEMETRY.into(),
         partitions: 2,
         compacted: false,
+        retention: None,
     })
     .await
     .unwrap();
@@ -227,6 +230,7 @@ async fn a_tenant_scoped_query_sees_its_rows_only_and_changes_nothing() {
         name: topics::TELEMETRY.into(),
         partitions: 2,
         compacted: false,
+        retention: None,
     })
     .await
     .unwrap();

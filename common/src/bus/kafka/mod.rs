@@ -212,8 +212,14 @@ impl Bus for KafkaBus {
             spec.partitions as i32,
             TopicReplication::Fixed(self.config.replication_factor),
         );
-        if spec.compacted {
-            topic = topic.set("cleanup.policy", "compact");
+        let retention_ms = spec.retention.map(|r| r.as_millis().to_string());
+        match (spec.compacted, &retention_ms) {
+            (true, None) => topic = topic.set("cleanup.policy", "compact"),
+            (true, Some(_)) => topic = topic.set("cleanup.policy", "compact,delete"),
+            (false, _) => {}
+        }
+        if let Some(ms) = &retention_ms {
+            topic = topic.set("retention.ms", ms);
         }
         let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
         let results = self

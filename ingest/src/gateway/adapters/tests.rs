@@ -30,6 +30,7 @@ async fn setup() -> Setup {
             name: name.into(),
             partitions: 2,
             compacted: false,
+            retention: None,
         })
         .await
         .unwrap();

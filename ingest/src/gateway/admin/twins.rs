@@ -16,7 +16,7 @@ use crate::registry::twin::{Properties, Side};
 
 fn document(props: &Properties) -> Response {
     let mut response = Json(props.to_iothub()).into_response();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", props.version)) {
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", props.version())) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     response

@@ -560,15 +560,15 @@ impl SessionState {
             .subscriptions
             .iter()
             .any(|(filter, _)| &**filter == topics::DESIRED_PATCHES);
-        if desired.version <= self.desired_sent.version || !listens {
+        if desired.version() <= self.desired_sent.version() || !listens {
             return Ok(());
         }
         let mut patch = twin::diff(&self.desired_sent.properties, &desired.properties);
-        patch.insert("$version".into(), desired.version.into());
+        patch.insert("$version".into(), desired.version().into());
         self.desired_sent = desired.clone();
         let topic = format!(
             "$iothub/twin/PATCH/properties/desired/?$version={}",
-            desired.version
+            desired.version()
         );
         let payload = Bytes::from(serde_json::Value::Object(patch).to_string());
         send_or_end(writer, self.version, Outbound::Publish { topic, payload }).await
@@ -631,6 +631,11 @@ async fn report(gateway: &Gateway, device: &Device, payload: &[u8]) -> (u16, Str
         let body = serde_json::json!({ "message": message }).to_string();
         (status, body, None)
     };
+    // Every report is a durable registry change: it counts against the device's request rate,
+    // and a device over it is told to wait (IoT Hub answers twin operations 429 too).
+    if let Err(e) = gateway.limits().device_request(&device.id) {
+        return refused(429, e.to_string());
+    }
     let patch = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(payload)
     {
         Ok(patch) => patch,
@@ -653,7 +658,7 @@ async fn report(gateway: &Gateway, device: &Device, payload: &[u8]) -> (u16, Str
         )
         .await;
     match changed {
-        Ok(device) => (204, String::new(), Some(device.twin.reported.version)),
+        Ok(device) => (204, String::new(), Some(device.twin.reported.version())),
         Err(e @ RegistryError::Invalid { .. }) => refused(400, e.to_string()),
         Err(e) => {
             tracing::warn!(device = %device.id, error = %e, "reported properties not stored");

@@ -46,6 +46,7 @@ async fn start_with(
             name: name.into(),
             partitions: 2,
             compacted: false,
+            retention: None,
         })
         .await
         .unwrap();
@@ -348,7 +349,7 @@ async fn twins_keep_reported_properties_and_deliver_desired_ones() {
         .await
         .unwrap();
     let (topic, _) = next_publish(&mut events).await;
-    assert_eq!(topic, "$iothub/twin/res/204/?$rid=1&$version=1");
+    assert_eq!(topic, "$iothub/twin/res/204/?$rid=1&$version=2");
     let stored = server.registry.get("dev-1").unwrap();
     assert_eq!(stored.twin.reported.properties["firmware"], "1.4.2");
     client
@@ -380,17 +381,17 @@ async fn twins_keep_reported_properties_and_deliver_desired_ones() {
     };
     set(json!({"interval": 30, "led": {"colour": "green"}})).await;
     let (topic, patch) = next_publish(&mut events).await;
-    assert_eq!(topic, "$iothub/twin/PATCH/properties/desired/?$version=1");
-    assert_eq!(
-        patch,
-        json!({"interval": 30, "led": {"colour": "green"}, "$version": 1})
-    );
-    set(json!({"interval": null, "led": {"colour": "red"}})).await;
-    let (topic, patch) = next_publish(&mut events).await;
     assert_eq!(topic, "$iothub/twin/PATCH/properties/desired/?$version=2");
     assert_eq!(
         patch,
-        json!({"interval": null, "led": {"colour": "red"}, "$version": 2})
+        json!({"interval": 30, "led": {"colour": "green"}, "$version": 2})
+    );
+    set(json!({"interval": null, "led": {"colour": "red"}})).await;
+    let (topic, patch) = next_publish(&mut events).await;
+    assert_eq!(topic, "$iothub/twin/PATCH/properties/desired/?$version=3");
+    assert_eq!(
+        patch,
+        json!({"interval": null, "led": {"colour": "red"}, "$version": 3})
     );
 
     // The whole twin, as the SDKs ask for it on connect.
@@ -403,8 +404,8 @@ async fn twins_keep_reported_properties_and_deliver_desired_ones() {
     assert_eq!(
         twin,
         json!({
-            "desired": {"led": {"colour": "red"}, "$version": 2},
-            "reported": {"firmware": "1.4.2", "config": {"interval": 60}, "$version": 1}
+            "desired": {"led": {"colour": "red"}, "$version": 3},
+            "reported": {"firmware": "1.4.2", "config": {"interval": 60}, "$version": 2}
         })
     );
 

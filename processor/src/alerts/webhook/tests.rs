@@ -91,6 +91,7 @@ async fn bus() -> MemoryBus {
         name: Topics::default().telemetry(),
         partitions: 2,
         compacted: false,
+        retention: None,
     })
     .await
     .unwrap();
