@@ -39,9 +39,9 @@ impl ReplayPoints {
         points.next = points.next.max(offset + 1);
     }
 
-    /// Panes before `pane` were evicted.
-    pub fn evicted_before(&mut self, pane: i64) {
-        for points in self.partitions.values_mut() {
+    /// Panes of `partition` before `pane` were evicted.
+    pub fn evicted_before(&mut self, partition: Partition, pane: i64) {
+        if let Some(points) = self.partitions.get_mut(&partition) {
             points.first_by_pane = points.first_by_pane.split_off(&pane);
         }
     }
@@ -85,11 +85,13 @@ mod tests {
         let mut resume = points.resume_offsets();
         resume.sort();
         assert_eq!(resume, [(0, 10), (1, 5)]);
-        points.evicted_before(110);
+        points.evicted_before(0, 110);
+        points.evicted_before(1, 110);
         let mut resume = points.resume_offsets();
         resume.sort();
         assert_eq!(resume, [(0, 11), (1, 5)]);
-        points.evicted_before(120);
+        points.evicted_before(0, 120);
+        points.evicted_before(1, 120);
         let mut resume = points.resume_offsets();
         resume.sort();
         assert_eq!(

@@ -10,9 +10,9 @@
 //! newest event time seen there) minus the allowed lateness is late: counted, not applied. A
 //! partition's watermark only advances to `min(event_time, ingest_time)`, so a device clock
 //! running ahead (within the gateway's allowed skew) cannot push it into the future and make
-//! honest readings late. Panes are evicted, and minute windows declared final, by watermarks,
-//! never by how partitions happen to interleave: a crash and replay publish the same windows
-//! as a run without one.
+//! honest readings late. Panes are evicted, and minute windows declared final, by each
+//! partition's own watermark, never by how partitions happen to interleave: a crash and replay
+//! publish the same windows as a run without one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -227,12 +227,11 @@ pub struct Processor {
     /// against.
     watermarks: HashMap<Partition, i64>,
     replay: ReplayPoints,
-    /// Panes before this were evicted: a reading for them is late.
-    evicted_before: i64,
+    /// Per partition, panes before this were evicted: a reading for them is late.
+    evicted_before: HashMap<Partition, i64>,
     /// Per partition, the first pane rebuilt completely since it was assigned.
     complete_from: HashMap<Partition, i64>,
-    /// Partitions owned, and since when: one that has delivered nothing yet holds back
-    /// eviction for a while, as its first readings may be old.
+    /// Partitions owned, and since when.
     assigned: HashMap<Partition, tokio::time::Instant>,
     /// Per partition, the minute through which windows were last looked at for publication.
     minutes_checked: HashMap<Partition, i64>,
@@ -243,12 +242,6 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 /// Event and ingest times a record may carry: from 2000 to 2200 (microseconds since the
 /// epoch). Gateways refuse anything before 2000 or ahead of their clock.
 const PLAUSIBLE_TIMES_US: std::ops::Range<i64> = 946_684_800_000_000..7_258_118_400_000_000;
-/// A partition whose watermark is this far behind the newest is treated as idle: it no longer
-/// holds back eviction (its stragglers then count as late).
-const IDLE_PARTITION_US: i64 = 3_600_000_000;
-/// How long an assigned partition that has delivered nothing holds back eviction: a topic may
-/// have partitions no building maps to.
-const SILENT_PARTITION_WAIT: Duration = Duration::from_secs(60);
 
 impl Processor {
     /// Checks the configuration, takes back the twins published before, and joins the
@@ -289,7 +282,7 @@ impl Processor {
             counters: Arc::default(),
             watermarks: HashMap::new(),
             replay: ReplayPoints::default(),
-            evicted_before: i64::MIN,
+            evicted_before: HashMap::new(),
             complete_from: HashMap::new(),
             assigned: HashMap::new(),
             minutes_checked: HashMap::new(),
@@ -358,6 +351,7 @@ impl Processor {
                 // Another member takes these over and rebuilds them from the committed offsets.
                 for p in &partitions {
                     self.assigned.remove(p);
+                    self.evicted_before.remove(p);
                     self.watermarks.remove(p);
                     self.minutes_checked.remove(p);
                     self.replay.forget(*p);
@@ -438,7 +432,10 @@ impl Processor {
         let watermark = self.watermarks.get(&p).copied();
         let late = watermark
             .is_some_and(|w| record.event_time() < w.saturating_sub(self.lateness_us))
-            || record.event_time() < self.evicted_before;
+            || self
+                .evicted_before
+                .get(&p)
+                .is_some_and(|cut| record.event_time() < *cut);
         let tenant = match self.buildings.get_mut(record.tenant()) {
             Some(tenant) => tenant,
             None => self
@@ -696,58 +693,39 @@ impl Processor {
         self.produce_windows(records).await
     }
 
-    /// The watermark every busy partition has passed; `None` while a partition assigned a
-    /// moment ago has not delivered anything yet.
-    fn slowest_watermark(&self) -> Option<i64> {
-        let silent = self.assigned.iter().any(|(p, since)| {
-            !self.watermarks.contains_key(p) && since.elapsed() < SILENT_PARTITION_WAIT
-        });
-        if silent {
-            return None;
-        }
-        let newest = self.watermarks.values().max().copied()?;
-        self.watermarks
-            .values()
-            .copied()
-            .filter(|w| newest - w < IDLE_PARTITION_US)
-            .min()
-    }
-
-    /// Drops panes that no window still to publish or show, and no non-late reading, needs.
-    /// Cuts at a minute boundary, so that a replay from the oldest kept pane rebuilds whole
-    /// minutes.
+    /// Drops, partition by partition, the panes that no window still to publish or show, and
+    /// no reading that is not late, needs. Each partition goes by its own watermark: one that
+    /// is idle, or was taken over behind the others, neither holds the others back nor loses
+    /// what it still needs. Cuts at a minute boundary, so that a replay from the oldest kept
+    /// pane rebuilds whole minutes.
     fn evict(&mut self) {
-        let Some(slowest) = self.slowest_watermark() else {
-            return;
-        };
-        let shown_from = self.geometry.window_end_containing(slowest) - self.geometry.window_us;
-        let reachable_from = self
-            .geometry
-            .pane_start(slowest.saturating_sub(self.lateness_us));
-        // A partition idle for an hour holds nothing back: its buildings' unfinished minutes
-        // are given up, as its stragglers are late.
-        let busy = |p: &Partition| {
-            self.watermarks
-                .get(p)
-                .is_some_and(|w| slowest.saturating_sub(*w) < IDLE_PARTITION_US)
-        };
-        let unpublished_from = self
-            .buildings
-            .values()
-            .flat_map(|t| t.values())
-            .filter(|b| busy(&b.partition))
-            .filter_map(|b| b.next_minute)
-            .min()
-            .map_or(i64::MAX, |end| end - MINUTE_US);
-        let keep_from = minute_start(shown_from.min(reachable_from).min(unpublished_from));
-        if keep_from <= self.evicted_before {
-            return;
+        let window = self.geometry.window_us;
+        let mut keep: HashMap<Partition, i64> = HashMap::new();
+        for (p, watermark) in &self.watermarks {
+            let shown_from = self.geometry.window_end_containing(*watermark) - window;
+            let reachable_from = self
+                .geometry
+                .pane_start(watermark.saturating_sub(self.lateness_us));
+            keep.insert(*p, shown_from.min(reachable_from));
         }
-        self.evicted_before = keep_from;
+        for b in self.buildings.values().flat_map(|t| t.values()) {
+            if let (Some(next), Some(k)) = (b.next_minute, keep.get_mut(&b.partition)) {
+                *k = (*k).min(next - MINUTE_US);
+            }
+        }
+        for (p, k) in keep {
+            let k = minute_start(k);
+            let before = self.evicted_before.entry(p).or_insert(i64::MIN);
+            if k > *before {
+                *before = k;
+                self.replay.evicted_before(p, k);
+            }
+        }
         for b in self.buildings.values_mut().flat_map(|t| t.values_mut()) {
-            b.panes.evict_before(keep_from);
+            if let Some(k) = self.evicted_before.get(&b.partition) {
+                b.panes.evict_before(*k);
+            }
         }
-        self.replay.evicted_before(keep_from);
     }
 }
 

@@ -301,3 +301,66 @@ async fn a_crashed_processor_replays_to_the_same_final_windows() {
         last.temperature.unwrap()
     );
 }
+
+/// A partition that goes quiet holds nothing back: the others evict and commit by their own
+/// watermarks, so a restart replays minutes, not everything since it went quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_partition_does_not_hold_the_others_back() {
+    let bus = MemoryBus::default();
+    let topics = Topics::default();
+    bus.ensure_topic(&TopicSpec {
+        name: topics.telemetry(),
+        partitions: 4,
+        compacted: false,
+        retention: None,
+    })
+    .await
+    .unwrap();
+    // Two buildings on two partitions.
+    let busy = "busy";
+    let quiet = (0..100)
+        .map(|i| format!("quiet-{i}"))
+        .find(|b| {
+            partition_for_key(format!("fabrikam/{b}").as_bytes(), 4)
+                != partition_for_key(format!("fabrikam/{busy}").as_bytes(), 4)
+        })
+        .unwrap();
+    let reading = |building: &str, second: i64| {
+        let mut r = Telemetry::new("fabrikam", building, "d", second, T0 + second * SEC, "test");
+        r.temperature = Some(20.0);
+        r
+    };
+    // The quiet building sends for two minutes, the busy one for thirty.
+    let mut all: Vec<Telemetry> = (0..120).map(|s| reading(&quiet, s)).collect();
+    all.extend((0..1800).map(|s| reading(busy, s)));
+
+    let a = Processor::start(config(), Arc::new(bus.clone()))
+        .await
+        .unwrap();
+    let counters_a = a.counters();
+    let task = tokio::spawn(a.run(CancellationToken::new()));
+    produce(&bus, &topics.telemetry(), &all).await;
+    wait_until_seen(&counters_a, all.len()).await;
+    // Let A evict and commit after its last batch, then stop it without a word.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    task.abort();
+    let _ = task.await;
+
+    let b = Processor::start(config(), Arc::new(bus.clone()))
+        .await
+        .unwrap();
+    let counters_b = b.counters();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(b.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    // The quiet partition replays its two minutes (still in its window); the busy one only
+    // what its own window and lateness keep (a minute and a half, at these settings).
+    let replayed = counters_b.seen();
+    assert!(
+        (120..120 + 200).contains(&replayed),
+        "replayed {replayed} of {} readings",
+        all.len()
+    );
+}
