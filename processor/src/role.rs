@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use weir_common::bus::{Bus, BusError, Message, Partition, Poll, Record, Subscription};
+use weir_common::bus::{
+    Bus, BusError, Message, Partition, Poll, Record, Subscription, produce_patiently,
+};
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
 use weir_schemas::{Reading, TelemetryCodec};
@@ -239,6 +241,9 @@ pub struct Processor {
 }
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long the processor keeps trying to publish through a bus outage before it gives up
+/// (and stops, for its group to hand its partitions over).
+pub(crate) const PRODUCE_PATIENCE: Duration = Duration::from_secs(120);
 /// Event and ingest times a record may carry: from 2000 to 2200 (microseconds since the
 /// epoch). Gateways refuse anything before 2000 or ahead of their clock.
 const PLAUSIBLE_TIMES_US: std::ops::Range<i64> = 946_684_800_000_000..7_258_118_400_000_000;
@@ -609,9 +614,8 @@ impl Processor {
             self.counters
                 .twins_published
                 .fetch_add(twins.len() as u64, Ordering::Relaxed);
-            self.bus
-                .produce(&self.config.topics.device_twins(), twins)
-                .await?;
+            let topic = self.config.topics.device_twins();
+            produce_patiently(self.bus.as_ref(), &topic, twins, PRODUCE_PATIENCE).await?;
         }
         self.publish_alerts().await
     }
@@ -625,7 +629,7 @@ impl Processor {
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         let records = records.iter().map(WindowRecord::to_record).collect();
         let topic = self.config.topics.building_aggregates();
-        self.bus.produce(&topic, records).await?;
+        produce_patiently(self.bus.as_ref(), &topic, records, PRODUCE_PATIENCE).await?;
         Ok(())
     }
 

@@ -159,6 +159,30 @@ pub trait Subscription: Send {
     async fn lag(&mut self) -> Result<u64, BusError>;
 }
 
+/// Produces `records`, trying again while the backend fails (a broker restarting, a leader
+/// moving) for up to `patience`; then returns the last error. For producers whose records
+/// are idempotent upserts or carry their own ids, which a retry after an unclear failure may
+/// write twice.
+pub async fn produce_patiently(
+    bus: &dyn Bus,
+    topic: &str,
+    records: Vec<Record>,
+    patience: Duration,
+) -> Result<Vec<Position>, BusError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match bus.produce(topic, records.clone()).await {
+            Err(BusError::Backend(reason)) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(topic, %reason, "producing failed; trying again in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Reads a subscription until `stop` fires, handing every message to `apply`; then reads on
 /// until caught up (for at most `drain_for`), so that a reader stopped after the writers
 /// sees everything they wrote. For readers of whole topics (views, caches), whose state lives
@@ -178,13 +202,13 @@ pub async fn follow(
             poll = sub.poll(MAX, TIMEOUT) => poll?,
         };
         if let Poll::Messages(messages) = poll {
-            take(sub.as_mut(), &messages, &mut apply).await?;
+            take(sub.as_mut(), &messages, &mut apply).await;
         }
     }
     let deadline = tokio::time::Instant::now() + drain_for;
     while tokio::time::Instant::now() < deadline {
         match sub.poll(MAX, TIMEOUT).await? {
-            Poll::Messages(messages) => take(sub.as_mut(), &messages, &mut apply).await?,
+            Poll::Messages(messages) => take(sub.as_mut(), &messages, &mut apply).await,
             Poll::Idle if sub.lag().await? == 0 => break,
             _ => {}
         }
@@ -192,11 +216,7 @@ pub async fn follow(
     Ok(())
 }
 
-async fn take(
-    sub: &mut dyn Subscription,
-    messages: &[Message],
-    apply: &mut impl FnMut(&Message),
-) -> Result<(), BusError> {
+async fn take(sub: &mut dyn Subscription, messages: &[Message], apply: &mut impl FnMut(&Message)) {
     let mut next: Vec<(Partition, Offset)> = Vec::new();
     for m in messages {
         apply(m);
@@ -205,7 +225,11 @@ async fn take(
             None => next.push((m.partition, m.offset + 1)),
         }
     }
-    sub.commit(&next).await
+    // Only so that the log may let records go: a failed commit (a broker restarting) is
+    // made good by the next one.
+    if let Err(error) = sub.commit(&next).await {
+        tracing::debug!(%error, "a reader's commit failed");
+    }
 }
 
 /// The partition of a key: murmur2 of the key, as Kafka's Java client and librdkafka's

@@ -184,7 +184,8 @@ impl Alerting {
             return Ok(0);
         }
         let records = self.pending.iter().map(store::to_record).collect();
-        bus.produce(topic, records).await?;
+        weir_common::bus::produce_patiently(bus, topic, records, crate::role::PRODUCE_PATIENCE)
+            .await?;
         for event in &self.pending {
             tracing::info!(id = %event.id, message = %event.message, "alert {}", match event.state {
                 AlertState::Raised => "raised",
