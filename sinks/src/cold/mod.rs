@@ -5,6 +5,7 @@
 //! - [`sink`]: [`ColdSink`], and what a `telemetry` record becomes: a row, or a dead letter.
 
 pub mod config;
+mod recent;
 mod sink;
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use weir_common::shutdown::CancellationToken;
 use weir_schemas::{Telemetry, TelemetryCodec};
 
 use super::config::ColdSinkConfig;
+use super::recent::Recent;
 use crate::lake::{LakeError, telemetry_lake_batch};
 use crate::lake_sink::batch::Batch;
 use crate::lake_sink::sink::LakeSink;
@@ -28,6 +29,7 @@ impl ColdSink {
             config.settings(),
             TelemetryRows {
                 dead_letters: dead_letters.clone(),
+                recent: Recent::default(),
             },
             bus.clone(),
         )
@@ -51,6 +53,7 @@ impl ColdSink {
 
 pub(crate) struct TelemetryRows {
     dead_letters: String,
+    recent: Recent,
 }
 
 impl Rows for TelemetryRows {
@@ -65,6 +68,16 @@ impl Rows for TelemetryRows {
         let codec = TelemetryCodec::global();
         for m in messages {
             match codec.decode(&m.value) {
+                Ok(record)
+                    if !self
+                        .recent
+                        .first_time(m.partition, &record.device, record.seq) =>
+                {
+                    // A device's retry of a reading already taken: see `recent`.
+                    tracing::debug!(device = %record.device, seq = record.seq, "skipping a reading read before");
+                    stats.skipped += 1;
+                    batch.skip(m.partition, m.offset);
+                }
                 Ok(record) => batch.push(record, m.partition, m.offset),
                 Err(error) => {
                     stats.undecodable += 1;
@@ -97,5 +110,9 @@ impl Rows for TelemetryRows {
             bus.produce(&self.dead_letters, dead).await?;
         }
         Ok(())
+    }
+
+    fn forget(&mut self, partitions: &[weir_common::bus::Partition]) {
+        self.recent.forget(partitions);
     }
 }

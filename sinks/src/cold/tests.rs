@@ -86,7 +86,9 @@ async fn every_record_lands_once_partitioned_by_tenant_and_date() {
         .unwrap();
     let task = tokio::spawn(sink.run(shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    produce(&bus, &records[..10]).await; // the same readings again: the lake keeps both copies
+    // The same readings again, as devices retrying after an unclear failure send them: the
+    // lake keeps one copy.
+    produce(&bus, &records[..10]).await;
     // A record that does not decode goes to the dead letters, not the lake, and does not stop
     // the sink.
     bus.produce(
@@ -101,7 +103,8 @@ async fn every_record_lands_once_partitioned_by_tenant_and_date() {
     .unwrap();
     shutdown.cancel();
     let stats = task.await.unwrap().unwrap();
-    assert_eq!(stats.records, 510);
+    assert_eq!(stats.records, 500);
+    assert_eq!(stats.skipped, 10);
     assert_eq!(stats.undecodable, 1);
     let mut dlq = bus.subscribe(topics::TELEMETRY_DLQ, "check").await.unwrap();
     let dead = weir_common::bus::conformance::read(dlq.as_mut(), 1).await;
@@ -113,7 +116,7 @@ async fn every_record_lands_once_partitioned_by_tenant_and_date() {
     );
     assert!(stats.commits >= 2, "batches close on size: {stats:?}");
 
-    assert_eq!(count(&lake, "SELECT count(*) FROM telemetry").await, 510);
+    assert_eq!(count(&lake, "SELECT count(*) FROM telemetry").await, 500);
     assert_eq!(
         count(&lake, "SELECT count(DISTINCT (device, seq)) FROM telemetry").await,
         500
@@ -126,7 +129,6 @@ async fn every_record_lands_once_partitioned_by_tenant_and_date() {
         .await,
         records
             .iter()
-            .chain(&records[..10])
             .filter(|r| r.tenant == "tenant1" && r.motion == Some(true))
             .count() as i64
     );
