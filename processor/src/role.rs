@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use weir_common::bus::{
-    Bus, BusError, Message, Partition, Poll, Record, Subscription, produce_patiently,
+    Bus, BusError, Message, Partition, Poll, Record, Subscription, produce_patiently, read_to_end,
 };
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
@@ -244,6 +244,8 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long the processor keeps trying to publish through a bus outage before it gives up
 /// (and stops, for its group to hand its partitions over).
 pub(crate) const PRODUCE_PATIENCE: Duration = Duration::from_secs(120);
+/// How long reading back the twins published before may take at start.
+const RESTORE_DEADLINE: Duration = Duration::from_secs(30);
 /// Event and ingest times a record may carry: from 2000 to 2200 (microseconds since the
 /// epoch). Gateways refuse anything before 2000 or ahead of their clock.
 const PLAUSIBLE_TIMES_US: std::ops::Range<i64> = 946_684_800_000_000..7_258_118_400_000_000;
@@ -768,28 +770,14 @@ async fn restore_twins(
     partitions: u32,
 ) -> Result<Twins, ProcessorError> {
     let mut twins = Twins::default();
-    let group = weir_common::bus::conformance::unique(&topics.group("weir-processor-twins"));
-    let mut sub = bus.subscribe(&topics.device_twins(), &group).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match sub.poll(10_000, Duration::from_millis(100)).await? {
-            Poll::Messages(messages) => {
-                for m in messages {
-                    if let Ok(twin) = serde_json::from_slice::<TwinRecord>(&m.value) {
-                        let key = format!("{}/{}", twin.tenant, twin.building);
-                        let p = weir_common::bus::partition_for_key(key.as_bytes(), partitions);
-                        twins.restore(twin, p);
-                    }
-                }
-            }
-            Poll::Idle => {
-                let caught_up = !sub.assignment().is_empty() && sub.lag().await? == 0;
-                if caught_up || tokio::time::Instant::now() > deadline {
-                    break;
-                }
-            }
-            _ => {}
+    let group = topics.group("weir-processor-twins");
+    read_to_end(bus, &topics.device_twins(), &group, RESTORE_DEADLINE, |m| {
+        if let Ok(twin) = serde_json::from_slice::<TwinRecord>(&m.value) {
+            let key = format!("{}/{}", twin.tenant, twin.building);
+            let p = weir_common::bus::partition_for_key(key.as_bytes(), partitions);
+            twins.restore(twin, p);
         }
-    }
+    })
+    .await?;
     Ok(twins)
 }

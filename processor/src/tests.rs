@@ -19,7 +19,8 @@ use crate::{Processor, ProcessorConfig};
 const SEC: i64 = 1_000_000;
 const T0: i64 = 1_764_000_000 * SEC;
 
-fn config() -> ProcessorConfig {
+/// Short windows, quick publication, replayable commits: shared by the processor's bus tests.
+pub(crate) fn config() -> ProcessorConfig {
     ProcessorConfig {
         window: Duration::from_secs(60),
         hop: Duration::from_secs(10),

@@ -183,6 +183,36 @@ pub async fn produce_patiently(
     }
 }
 
+/// Reads `topic` from its start to its end under a group of its own, handing every message to
+/// `apply`: how a process takes back state it published before (a compacted topic, the
+/// latest record of each key last). Returns whether it got to the end before `deadline`; if
+/// not, the caller carries on with what it has.
+pub async fn read_to_end(
+    bus: &dyn Bus,
+    topic: &str,
+    group_prefix: &str,
+    deadline: Duration,
+    mut apply: impl FnMut(&Message),
+) -> Result<bool, BusError> {
+    let group = conformance::unique(group_prefix);
+    let mut sub = bus.subscribe(topic, &group).await?;
+    let deadline = tokio::time::Instant::now() + deadline;
+    loop {
+        match sub.poll(10_000, Duration::from_millis(100)).await? {
+            Poll::Messages(messages) => messages.iter().for_each(&mut apply),
+            Poll::Idle => {
+                if !sub.assignment().is_empty() && sub.lag().await? == 0 {
+                    return Ok(true);
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Ok(false);
+                }
+            }
+            Poll::Assigned(_) | Poll::Revoked(_) => {}
+        }
+    }
+}
+
 /// Reads a subscription until `stop` fires, handing every message to `apply`; then reads on
 /// until caught up (for at most `drain_for`), so that a reader stopped after the writers
 /// sees everything they wrote. For readers of whole topics (views, caches), whose state lives

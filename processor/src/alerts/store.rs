@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use weir_common::bus::{Bus, BusError, Poll, Record, TopicSpec};
+use weir_common::bus::{Bus, BusError, Record, TopicSpec, read_to_end};
 use weir_common::topics::Topics;
 use weir_schemas::alerts::AlertEvent;
 
@@ -45,37 +45,22 @@ pub async fn read_latest(
     topics: &Topics,
 ) -> Result<HashMap<String, AlertEvent>, BusError> {
     let mut latest = HashMap::new();
-    let group = weir_common::bus::conformance::unique(&topics.group("weir-processor-alerts"));
-    let mut sub = bus.subscribe(&topics.alerts(), &group).await?;
-    let deadline = tokio::time::Instant::now() + RESTORE_DEADLINE;
-    loop {
-        match sub.poll(10_000, Duration::from_millis(100)).await? {
-            Poll::Messages(messages) => {
-                for m in messages {
-                    match serde_json::from_slice::<AlertEvent>(&m.value) {
-                        Ok(event) => {
-                            latest.insert(event.key(), event);
-                        }
-                        Err(error) => {
-                            tracing::warn!(partition = m.partition, offset = m.offset, %error, "skipping an alert event that does not parse");
-                        }
-                    }
-                }
+    let group = topics.group("weir-processor-alerts");
+    let whole = read_to_end(bus, &topics.alerts(), &group, RESTORE_DEADLINE, |m| {
+        match serde_json::from_slice::<AlertEvent>(&m.value) {
+            Ok(event) => {
+                latest.insert(event.key(), event);
             }
-            Poll::Idle => {
-                let caught_up = !sub.assignment().is_empty() && sub.lag().await? == 0;
-                if caught_up {
-                    break;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    tracing::warn!(
-                        "the alerts topic was not read to its end in time; alerts raised before may be raised again"
-                    );
-                    break;
-                }
+            Err(error) => {
+                tracing::warn!(partition = m.partition, offset = m.offset, %error, "skipping an alert event that does not parse");
             }
-            Poll::Assigned(_) | Poll::Revoked(_) => {}
         }
+    })
+    .await?;
+    if !whole {
+        tracing::warn!(
+            "the alerts topic was not read to its end in time; alerts raised before may be raised again"
+        );
     }
     Ok(latest)
 }

@@ -32,16 +32,8 @@ fn rule() -> AlertRule {
 
 fn config() -> ProcessorConfig {
     ProcessorConfig {
-        window: Duration::from_secs(60),
-        hop: Duration::from_secs(10),
-        allowed_lateness: Duration::from_secs(20),
-        emit_interval: Duration::from_millis(50),
-        twins_interval: Duration::from_millis(50),
-        drain_on_shutdown: true,
-        commit_for_replay: true,
-        evict_interval: Duration::ZERO,
         alerts: Some(Arc::new(MemoryAlertConfig::new([rule()]))),
-        ..ProcessorConfig::default()
+        ..crate::tests::config()
     }
 }
 
