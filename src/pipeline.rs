@@ -258,6 +258,7 @@ impl Pipeline {
                     commit_for_replay: !embedded,
                     topics: topics.clone(),
                     alerts: Some(alerting.clone()),
+                    fleet: Some(Arc::new(RegistryFleet(registry.clone()))),
                     ..ProcessorConfig::default()
                 },
                 bus.clone(),
@@ -503,6 +504,22 @@ impl AlertConfig for RegistryAlerts {
 
     fn webhook(&self, tenant: &str) -> Option<weir_schemas::alerts::Webhook> {
         self.0.tenant(tenant)?.webhook.clone()
+    }
+}
+
+/// Devices' standing, from the registry: deleted devices' twins go, disabled and revoked ones
+/// are not judged silent.
+struct RegistryFleet(Arc<Registry>);
+
+impl weir_processor::twins::Fleet for RegistryFleet {
+    fn standing(&self, tenant: &str, device: &str) -> weir_processor::twins::Standing {
+        use weir_ingest::registry::DeviceState;
+        use weir_processor::twins::Standing;
+        match self.0.device(tenant, device).map(|d| d.state) {
+            None => Standing::Gone,
+            Some(DeviceState::Registered | DeviceState::Enabled) => Standing::Active,
+            Some(DeviceState::Disabled | DeviceState::Revoked) => Standing::Inactive,
+        }
     }
 }
 

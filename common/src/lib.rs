@@ -29,6 +29,9 @@ pub mod topics {
     pub const BUILDING_AGGREGATES: &str = "building-aggregates";
     /// The reported side of device twins, compacted, key = `tenant/device`.
     pub const DEVICE_TWINS: &str = "device-twins";
+    /// How far each processor group has let go of each `telemetry` partition, compacted, key =
+    /// `group/partition`: where a processor that takes a partition over starts.
+    pub const PROCESSOR_PROGRESS: &str = "processor-progress";
     /// Alerts raised and cleared, JSON, key = `tenant/rule/subject`.
     pub const ALERTS: &str = "alerts";
     /// Registry changes (tenants, buildings, devices), compacted, key = `kind/id`.
@@ -61,6 +64,10 @@ pub mod topics {
 
         pub fn device_twins(&self) -> String {
             format!("{}{DEVICE_TWINS}", self.prefix)
+        }
+
+        pub fn processor_progress(&self) -> String {
+            format!("{}{PROCESSOR_PROGRESS}", self.prefix)
         }
 
         pub fn alerts(&self) -> String {

@@ -35,7 +35,7 @@ pub async fn published(bus: &dyn Bus, topic: &str) -> Result<Vec<WindowRecord>, 
             Poll::Messages(messages) => {
                 quiet = 0;
                 for m in messages {
-                    match serde_json::from_slice::<WindowRecord>(&m.value) {
+                    match WindowRecord::decode(&m.value) {
                         Ok(w) if w.kind == WindowKind::Minute => {
                             latest.insert(m.key.to_vec(), w);
                         }

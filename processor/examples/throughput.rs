@@ -1,19 +1,26 @@
-//! Processor throughput on a pre-filled bus, and the memory its state and the view take.
+//! Processor throughput on a pre-filled bus, and the memory its state and a view take.
 //!
 //! Fills the embedded bus with `READINGS` readings of the Fabrikam fleet (100,000 devices in 500
-//! buildings of 10 floors of 10 rooms, one reading a minute each, in time order), then runs the
-//! processor until it has consumed them all, and prints readings/s over wall time and per
-//! CPU-second, and the resident memory that the processor's state and a view following what it
-//! publishes (as every API node does) added.
+//! buildings of 10 floors of 10 rooms, one reading a minute each, in time order), then:
+//!
+//! 1. runs the processor alone until it has consumed them all, and prints readings/s over
+//!    wall time and per CPU-second (the processor is one task: one core at most);
+//! 2. runs a view over everything the processor published, as every API node does, and
+//!    prints its CPU time;
+//! 3. prints the heap each holds, counted by the allocator (live bytes, exact, unlike
+//!    resident memory), and the heap of the twins of 100,000 devices on their own.
 //!
 //!     cargo run --release -p weir-processor --example throughput [READINGS]
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use weir_common::bus::{Bus, MemoryBus, MemoryBusConfig, Record, TopicSpec};
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
+use weir_processor::twins::Twins;
 use weir_processor::{Processor, ProcessorConfig, WarmView};
 use weir_schemas::{Telemetry, TelemetryCodec};
 
@@ -22,17 +29,39 @@ const DEVICES_PER_BUILDING: usize = 200;
 const PARTITIONS: u32 = 8;
 const T0: i64 = 1_764_000_000_000_000;
 
-/// Resident memory and CPU seconds of this process, from /proc.
-fn rss_mib() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    pages * 4096.0 / (1024.0 * 1024.0)
+/// The system allocator, counting the bytes live.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
 }
 
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn heap_mib() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+}
+
+/// CPU seconds of this process, from /proc.
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name, which is in parentheses: utime and stime are 14 and 15.
@@ -105,6 +134,8 @@ async fn main() {
     .await
     .unwrap();
     let counters = processor.counters();
+    // Subscribed now, so that the bus keeps everything the processor publishes for the view.
+    let subscriptions = WarmView::subscribe_topics(&bus, &topics).await.unwrap();
 
     eprintln!("filling the bus with {readings} readings…");
     let codec = TelemetryCodec::global();
@@ -122,13 +153,8 @@ async fn main() {
             .collect();
         bus.produce(&topics.telemetry(), records).await.unwrap();
     }
-    // A view follows what the processor publishes, as every API node does: the bus drops what
-    // it has read, so the memory added is the processor's state and the view's.
-    let view = Arc::new(WarmView::default());
-    let subscriptions = WarmView::subscribe_topics(&bus, &topics).await.unwrap();
-    let stop_view = CancellationToken::new();
-    let following = tokio::spawn(view.clone().follow(subscriptions, stop_view.clone()));
-    let rss_before = rss_mib();
+
+    // 1. The processor alone.
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let stop = CancellationToken::new();
@@ -138,35 +164,65 @@ async fn main() {
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
+    // The bus has dropped what the processor read: what is left is its state, and what it
+    // published for the view.
+    let heap_running = heap_mib();
     stop.cancel();
     task.await.unwrap().unwrap();
-    stop_view.cancel();
-    following.await.unwrap().unwrap();
-    let rss_state = rss_mib() - rss_before;
+    let processor_heap = heap_running - heap_mib();
+
+    // 2. A view over what the processor published: stopped before it starts, it reads what
+    // there is to the end and returns.
+    let windows = counters.windows_published.load(Ordering::Relaxed);
+    let twin_records = counters.twins_published.load(Ordering::Relaxed);
+    let view = Arc::new(WarmView::default());
+    let stopped = CancellationToken::new();
+    stopped.cancel();
+    let view_cpu_before = cpu_seconds();
+    let view_started = Instant::now();
+    view.clone().follow(subscriptions, stopped).await.unwrap();
+    let view_wall = view_started.elapsed().as_secs_f64();
+    let view_cpu = cpu_seconds() - view_cpu_before;
     let buildings = view.buildings().len();
     let twins = view.twins(|_| true).len();
-    let windows = counters
-        .windows_published
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let twin_records = counters
-        .twins_published
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let heap_with_view = heap_mib();
+    drop(view);
+    let view_heap = heap_with_view - heap_mib();
 
+    // 3. Twins of 100,000 devices, on their own.
+    let before = heap_mib();
+    let mut alone = Twins::default();
+    for i in 0..DEVICES {
+        alone.observe(&reading(i), (i % PARTITIONS as usize) as u32);
+    }
+    let twins_heap = heap_mib() - before;
+    drop(alone);
+
+    let buildings_total = DEVICES / DEVICES_PER_BUILDING;
     println!("processor throughput on a pre-filled embedded bus ({PARTITIONS} partitions)");
     println!(
-        "  readings          {readings} ({} minutes of the Fabrikam fleet)",
+        "  readings          {readings} ({} minutes of the Fabrikam fleet: {buildings_total} buildings of 10 floors of 10 rooms, {DEVICES} devices)",
         readings / DEVICES
     );
     println!(
-        "  wall              {wall:.2} s  -> {:.0} readings/s",
-        readings as f64 / wall
-    );
-    println!(
-        "  CPU               {cpu:.2} s (processor and view)  -> {:.0} readings per CPU-second",
+        "  processor         {wall:.2} s wall, {cpu:.2} s CPU  -> {:.0} readings/s, {:.0} readings per CPU-second",
+        readings as f64 / wall,
         readings as f64 / cpu
     );
     println!("  published         {windows} window records, {twin_records} twin records");
     println!(
-        "  memory            +{rss_state:.0} MiB resident for the processor's state and a view: {buildings} buildings (panes, 30 minutes of series), {twins} twins"
+        "  view              {view_wall:.2} s wall, {view_cpu:.2} s CPU to read them  -> {:.0} records per CPU-second",
+        (windows + twin_records) as f64 / view_cpu
+    );
+    println!(
+        "  processor heap    {processor_heap:.0} MiB: panes of {buildings_total} buildings and {DEVICES} twins  -> {:.0} MiB per 1,000 buildings (twins apart)",
+        (processor_heap - twins_heap) * 1000.0 / buildings_total as f64
+    );
+    println!(
+        "  twins heap        {twins_heap:.1} MiB per 100,000 devices (three measurements each)"
+    );
+    println!(
+        "  view heap         {view_heap:.0} MiB: {buildings} buildings (rolling windows, {} minutes of series), {twins} twins",
+        readings / DEVICES
     );
 }

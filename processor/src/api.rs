@@ -567,7 +567,7 @@ async fn twin(
             silent: false,
             silent_since: None,
             interval_seconds: None,
-            reported: BTreeMap::new(),
+            reported: Default::default(),
             properties: Some(d.properties),
         },
         (None, None) => return Err(unknown_twin(&format!("{tenant}/{device}"))),

@@ -29,9 +29,9 @@ use weir_schemas::{Reading, TelemetryCodec};
 use crate::alerts::AlertConfig;
 use crate::alerts::store as alert_store;
 use crate::alerts::stream::Alerting;
-use crate::records::{TwinRecord, WindowKind, WindowRecord, ZoneStats};
+use crate::records::{Progress, TwinRecord, WindowKind, WindowRecord, ZoneStats};
 use crate::replay::ReplayPoints;
-use crate::twins::{SilenceRule, Twins};
+use crate::twins::{Fleet, SilenceRule, Standing, Twins};
 use crate::window::Geometry;
 use crate::zones::{BuildingPanes, Levels};
 
@@ -71,6 +71,10 @@ pub struct ProcessorConfig {
     /// The tenants' alert rules, judged on the stream and published on `alerts`; none
     /// judged when absent.
     pub alerts: Option<Arc<dyn AlertConfig>>,
+    /// The registry, looked up every `fleet_interval` for devices deleted (their twins go),
+    /// disabled or revoked (never judged silent); every device counts as enabled when absent.
+    pub fleet: Option<Arc<dyn Fleet>>,
+    pub fleet_interval: Duration,
 }
 
 impl std::fmt::Debug for ProcessorConfig {
@@ -89,6 +93,8 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("commit_for_replay", &self.commit_for_replay)
             .field("evict_interval", &self.evict_interval)
             .field("alerts", &self.alerts.as_ref().map(|_| "AlertConfig"))
+            .field("fleet", &self.fleet.as_ref().map(|_| "Fleet"))
+            .field("fleet_interval", &self.fleet_interval)
             .finish()
     }
 }
@@ -109,6 +115,8 @@ impl Default for ProcessorConfig {
             commit_for_replay: false,
             evict_interval: Duration::from_secs(5),
             alerts: None,
+            fleet: None,
+            fleet_interval: Duration::from_secs(30),
         }
     }
 }
@@ -222,7 +230,7 @@ pub struct Processor {
     geometry: Geometry,
     lateness_us: i64,
     /// By tenant, then building.
-    buildings: HashMap<String, HashMap<String, Building>>,
+    buildings: foldhash::HashMap<String, foldhash::HashMap<String, Building>>,
     twins: Twins,
     counters: Arc<ProcessorCounters>,
     /// Newest event time seen per partition (capped at ingest time): what lateness is judged
@@ -233,6 +241,9 @@ pub struct Processor {
     evicted_before: HashMap<Partition, i64>,
     /// Per partition, the first pane rebuilt completely since it was assigned.
     complete_from: HashMap<Partition, i64>,
+    /// Per partition taken over, the offset its previous owner committed with the progress
+    /// it left: readings before it that fall before the cut were done with, not late.
+    resumed_below: HashMap<Partition, u64>,
     /// Partitions owned, and since when.
     assigned: HashMap<Partition, tokio::time::Instant>,
     /// Per partition, the minute through which windows were last looked at for publication.
@@ -284,13 +295,14 @@ impl Processor {
             bus,
             sub,
             geometry,
-            buildings: HashMap::new(),
+            buildings: Default::default(),
             twins,
             counters: Arc::default(),
             watermarks: HashMap::new(),
             replay: ReplayPoints::default(),
             evicted_before: HashMap::new(),
             complete_from: HashMap::new(),
+            resumed_below: HashMap::new(),
             assigned: HashMap::new(),
             minutes_checked: HashMap::new(),
             alerts,
@@ -307,6 +319,7 @@ impl Processor {
         let mut last_evict = tokio::time::Instant::now();
         let mut last_emit = tokio::time::Instant::now();
         let mut last_twins = tokio::time::Instant::now();
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
             let poll = tokio::select! {
                 biased;
@@ -318,13 +331,18 @@ impl Processor {
                 self.publish_live(false).await?;
                 last_emit = tokio::time::Instant::now();
             }
+            if last_sweep.elapsed() >= self.config.fleet_interval {
+                self.sweep_twins().await?;
+                last_sweep = tokio::time::Instant::now();
+            }
             if last_twins.elapsed() >= self.config.twins_interval {
                 self.publish_twins().await?;
                 last_twins = tokio::time::Instant::now();
             }
             if last_evict.elapsed() >= self.config.evict_interval {
-                self.evict();
-                // Eviction moves the replay points on: tell the group.
+                let moved = self.evict();
+                // Eviction moves the replay points on: record where, then tell the group.
+                self.write_progress(moved).await?;
                 self.commit().await?;
                 last_evict = tokio::time::Instant::now();
             }
@@ -363,6 +381,7 @@ impl Processor {
                     self.minutes_checked.remove(p);
                     self.replay.forget(*p);
                     self.complete_from.remove(p);
+                    self.resumed_below.remove(p);
                 }
                 let gone = |p: Partition| partitions.contains(&p);
                 for tenant in self.buildings.values_mut() {
@@ -377,9 +396,10 @@ impl Processor {
             }
             Poll::Assigned(partitions) => {
                 if let Some(alerts) = &mut self.alerts {
-                    alerts
-                        .assigned(self.bus.as_ref(), &self.config.topics, &partitions)
-                        .await?;
+                    alerts.assigned(&partitions).await?;
+                }
+                if self.config.commit_for_replay {
+                    self.resume(&partitions).await?;
                 }
                 let now = tokio::time::Instant::now();
                 for p in partitions {
@@ -437,12 +457,23 @@ impl Processor {
             return;
         }
         let watermark = self.watermarks.get(&p).copied();
-        let late = watermark
-            .is_some_and(|w| record.event_time() < w.saturating_sub(self.lateness_us))
-            || self
-                .evicted_before
+        let evicted = self
+            .evicted_before
+            .get(&p)
+            .is_some_and(|cut| record.event_time() < *cut);
+        if evicted
+            && self
+                .resumed_below
                 .get(&p)
-                .is_some_and(|cut| record.event_time() < *cut);
+                .is_some_and(|below| message.offset < *below)
+        {
+            // Read again because the previous owner's last commit did not land: applied then,
+            // and its minute published.
+            self.replay.skipped(p, message.offset);
+            return;
+        }
+        let late = evicted
+            || watermark.is_some_and(|w| record.event_time() < w.saturating_sub(self.lateness_us));
         let tenant = match self.buildings.get_mut(record.tenant()) {
             Some(tenant) => tenant,
             None => self
@@ -566,15 +597,15 @@ impl Processor {
                 }
                 b.published_end = Some(end);
                 b.changed = false;
-                // Rooms are many: their window goes out when it moves, or when it changed and a
-                // hop of time has passed (a quiet partition's window does not move), or now
-                // when stopping.
+                // Rooms are many: their window goes out at most once per hop of wall time (as
+                // often as it moves when the processor keeps up; a processor catching up
+                // would otherwise publish every room of every building every emit
+                // interval), when it moved or changed, or now when stopping.
                 let rooms_moved = b.rooms_published_end != Some(end);
                 let rooms_due = flush
                     || b.rooms_published_at
                         .is_none_or(|at| at.elapsed() >= self.config.hop);
-                if (rooms_moved && (b.rooms_changed || b.rooms_published_readings > 0))
-                    || (b.rooms_changed && rooms_due)
+                if rooms_due && (b.rooms_changed || (rooms_moved && b.rooms_published_readings > 0))
                 {
                     let zones = b.panes.between(end - window, end, rooms);
                     b.rooms_published_readings = zones.iter().map(|(_, a)| a.readings).sum();
@@ -595,6 +626,51 @@ impl Processor {
         self.produce_windows(records).await
     }
 
+    /// Looks the twins up in the registry: a deleted device's twin is dropped (a tombstone on
+    /// `device-twins` tells the views) and a disabled or revoked device is no longer judged
+    /// silent; either way its device-level alerts clear.
+    async fn sweep_twins(&mut self) -> Result<(), ProcessorError> {
+        let Some(fleet) = self.config.fleet.clone() else {
+            return Ok(());
+        };
+        let assigned = &self.assigned;
+        let retired = self.twins.sweep(
+            |tenant, device| fleet.standing(tenant, device),
+            |p| assigned.contains_key(&p),
+        );
+        if retired.is_empty() {
+            return Ok(());
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut tombstones = Vec::new();
+        for r in &retired {
+            let reason = match r.standing {
+                Standing::Gone => "the device was deleted",
+                _ => "the device was disabled or revoked",
+            };
+            if let Some(alerts) = &mut self.alerts {
+                alerts.retire_device(&r.tenant, &r.device, reason);
+            }
+            if r.standing == Standing::Gone {
+                tombstones.push(Record {
+                    key: TwinRecord::key_of(&r.tenant, &r.device).into(),
+                    value: Default::default(),
+                    timestamp_ms: now_ms,
+                });
+            }
+        }
+        tracing::info!(
+            retired = retired.len(),
+            deleted = tombstones.len(),
+            "twins of devices deleted, disabled or revoked"
+        );
+        if !tombstones.is_empty() {
+            let topic = self.config.topics.device_twins();
+            produce_patiently(self.bus.as_ref(), &topic, tombstones, PRODUCE_PATIENCE).await?;
+        }
+        self.publish_alerts().await
+    }
+
     /// Judges silence, publishes the twins that changed, and judges them against the alert
     /// rules.
     async fn publish_twins(&mut self) -> Result<(), ProcessorError> {
@@ -604,6 +680,7 @@ impl Processor {
             .check_silence(&self.config.silence, now_us, |p| assigned.contains_key(&p));
         let changed = self.twins.take_changed();
         if let Some(alerts) = &mut self.alerts {
+            alerts.keep_up().await?;
             alerts.refresh_rules();
             if alerts.take_rescan() {
                 alerts.judge_twins(self.twins.owned(|p| assigned.contains_key(&p)));
@@ -699,12 +776,86 @@ impl Processor {
         self.produce_windows(records).await
     }
 
+    /// Takes over where the partitions' previous owner (this process before a restart, or
+    /// another member) left them, as it recorded in `processor-progress`. A partition without
+    /// progress (never consumed, or idle past the topic's retention) starts from its first
+    /// reading.
+    async fn resume(&mut self, partitions: &[Partition]) -> Result<(), ProcessorError> {
+        let group = self.config.topics.group(&self.config.group);
+        let mut found: HashMap<Partition, Progress> = HashMap::new();
+        let topic = self.config.topics.processor_progress();
+        let prefix = format!("{group}/");
+        let read_all = read_to_end(
+            self.bus.as_ref(),
+            &topic,
+            &self.config.topics.group("weir-processor-progress"),
+            RESTORE_DEADLINE,
+            |m| {
+                if !m.key.starts_with(prefix.as_bytes()) {
+                    return;
+                }
+                match Progress::decode(&m.value) {
+                    Ok(progress) if partitions.contains(&progress.partition) => {
+                        found.insert(progress.partition, progress);
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "skipping an unreadable progress record"),
+                }
+            },
+        )
+        .await?;
+        if !read_all {
+            tracing::warn!(%topic, "could not read all of the progress topic in time: resuming with what was read");
+        }
+        for (p, progress) in found {
+            let cut = progress.evicted_before_us;
+            tracing::debug!(
+                partition = p,
+                cut,
+                offset = progress.resume_offset,
+                "resuming a partition"
+            );
+            self.evicted_before.insert(p, cut);
+            self.replay.evicted_before(p, cut);
+            // Every pane from the cut on is rebuilt whole by the replay.
+            self.complete_from.insert(p, cut);
+            self.resumed_below.insert(p, progress.resume_offset);
+        }
+        Ok(())
+    }
+
+    /// Records, for the partitions whose cut `moved`, where a successor resumes; before the
+    /// commit that goes with it, so that the progress is never behind the committed offset.
+    async fn write_progress(&mut self, moved: Vec<Partition>) -> Result<(), ProcessorError> {
+        if !self.config.commit_for_replay || moved.is_empty() {
+            return Ok(());
+        }
+        let group = self.config.topics.group(&self.config.group);
+        let resume: HashMap<Partition, u64> = self.replay.resume_offsets().into_iter().collect();
+        let records: Vec<Record> = moved
+            .into_iter()
+            .filter_map(|p| {
+                let progress = Progress {
+                    partition: p,
+                    evicted_before_us: *self.evicted_before.get(&p)?,
+                    resume_offset: *resume.get(&p)?,
+                };
+                Some(progress.to_record(&group))
+            })
+            .collect();
+        if !records.is_empty() {
+            let topic = self.config.topics.processor_progress();
+            produce_patiently(self.bus.as_ref(), &topic, records, PRODUCE_PATIENCE).await?;
+        }
+        Ok(())
+    }
+
     /// Drops, partition by partition, the panes that no window still to publish or show, and
     /// no reading that is not late, needs. Each partition goes by its own watermark: one that
     /// is idle, or was taken over behind the others, neither holds the others back nor loses
     /// what it still needs. Cuts at a minute boundary, so that a replay from the oldest kept
-    /// pane rebuilds whole minutes.
-    fn evict(&mut self) {
+    /// pane rebuilds whole minutes. Returns the partitions whose cut moved.
+    fn evict(&mut self) -> Vec<Partition> {
         let window = self.geometry.window_us;
         let mut keep: HashMap<Partition, i64> = HashMap::new();
         for (p, watermark) in &self.watermarks {
@@ -719,12 +870,14 @@ impl Processor {
                 *k = (*k).min(next - MINUTE_US);
             }
         }
+        let mut moved = Vec::new();
         for (p, k) in keep {
             let k = minute_start(k);
             let before = self.evicted_before.entry(p).or_insert(i64::MIN);
             if k > *before {
                 *before = k;
                 self.replay.evicted_before(p, k);
+                moved.push(p);
             }
         }
         for b in self.buildings.values_mut().flat_map(|t| t.values_mut()) {
@@ -732,6 +885,7 @@ impl Processor {
                 b.panes.evict_before(*k);
             }
         }
+        moved
     }
 }
 
@@ -772,7 +926,13 @@ async fn restore_twins(
     let mut twins = Twins::default();
     let group = topics.group("weir-processor-twins");
     read_to_end(bus, &topics.device_twins(), &group, RESTORE_DEADLINE, |m| {
-        if let Ok(twin) = serde_json::from_slice::<TwinRecord>(&m.value) {
+        if m.value.is_empty() {
+            // A deleted device's tombstone.
+            let key = String::from_utf8_lossy(&m.key);
+            if let Some((tenant, device)) = key.split_once('/') {
+                twins.remove(tenant, device);
+            }
+        } else if let Ok(twin) = TwinRecord::decode(&m.value) {
             let key = format!("{}/{}", twin.tenant, twin.building);
             let p = weir_common::bus::partition_for_key(key.as_bytes(), partitions);
             twins.restore(twin, p);

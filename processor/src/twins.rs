@@ -9,8 +9,6 @@
 //! well again with its next reading. Devices that have sent only one reading have no usual
 //! interval and are not judged.
 
-use std::collections::{BTreeMap, HashMap};
-
 use weir_common::bus::Partition;
 use weir_schemas::{Measure, Reading};
 
@@ -36,9 +34,36 @@ impl Default for SilenceRule {
     }
 }
 
+/// Where a device stands in the registry, as far as its twin is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Enabled (or registered): judged, silent when it stops reporting.
+    Active,
+    /// Disabled or revoked: its twin is kept, but it is not expected to report, so never
+    /// judged silent.
+    Inactive,
+    /// Deleted (or never registered): its twin goes.
+    Gone,
+}
+
+/// The registry, as the processor asks it about devices.
+pub trait Fleet: Send + Sync + 'static {
+    fn standing(&self, tenant: &str, device: &str) -> Standing;
+}
+
+/// What a sweep of the twins against the registry changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retired {
+    pub tenant: String,
+    pub device: String,
+    pub standing: Standing,
+}
+
 #[derive(Debug)]
 struct Device {
     partition: Partition,
+    /// Disabled or revoked when last looked up: not judged silent.
+    inactive: bool,
     twin: TwinRecord,
     /// Moving average of the gap between readings, microseconds.
     interval_us: Option<f64>,
@@ -49,7 +74,7 @@ struct Device {
 /// Twins of the devices whose readings this processor consumes, by tenant and device.
 #[derive(Debug, Default)]
 pub struct Twins {
-    devices: HashMap<String, HashMap<String, Device>>,
+    devices: foldhash::HashMap<String, foldhash::HashMap<String, Device>>,
 }
 
 impl Twins {
@@ -66,6 +91,7 @@ impl Twins {
                 .entry(record.device().to_owned())
                 .or_insert_with(|| Device {
                     partition,
+                    inactive: false,
                     twin: TwinRecord {
                         tenant: record.tenant().to_owned(),
                         device: record.device().to_owned(),
@@ -75,7 +101,7 @@ impl Twins {
                         protocol: record.protocol().to_owned(),
                         last_seen_us: record.ingest_time(),
                         last_event_us: record.event_time(),
-                        reported: BTreeMap::new(),
+                        reported: Default::default(),
                         interval_us: None,
                         silent_since_us: None,
                     },
@@ -95,7 +121,8 @@ impl Twins {
         owned: impl Fn(Partition) -> bool,
     ) {
         for device in self.devices.values_mut().flat_map(|t| t.values_mut()) {
-            if device.twin.silent_since_us.is_some() || !owned(device.partition) {
+            if device.twin.silent_since_us.is_some() || device.inactive || !owned(device.partition)
+            {
                 continue;
             }
             let Some(interval) = device.interval_us else {
@@ -136,10 +163,60 @@ impl Twins {
         let tenant = self.devices.entry(twin.tenant.clone()).or_default();
         tenant.entry(twin.device.clone()).or_insert_with(|| Device {
             partition,
+            inactive: false,
             interval_us: twin.interval_us.map(|i| i as f64),
             twin,
             dirty: false,
         });
+    }
+
+    /// Looks every twin of an `owned` partition up in the registry: forgets deleted devices'
+    /// twins, and stops judging disabled and revoked devices (their silent flag clears).
+    /// Returns the devices whose standing changed so (a deleted device's twin is gone).
+    pub fn sweep(
+        &mut self,
+        standing: impl Fn(&str, &str) -> Standing,
+        owned: impl Fn(Partition) -> bool,
+    ) -> Vec<Retired> {
+        let mut out = Vec::new();
+        for (tenant, devices) in &mut self.devices {
+            devices.retain(|id, device| {
+                if !owned(device.partition) {
+                    return true;
+                }
+                let now = standing(tenant, id);
+                let retired = |standing| Retired {
+                    tenant: tenant.clone(),
+                    device: id.clone(),
+                    standing,
+                };
+                match now {
+                    Standing::Gone => {
+                        out.push(retired(Standing::Gone));
+                        return false;
+                    }
+                    Standing::Inactive if !device.inactive => {
+                        device.inactive = true;
+                        if device.twin.silent_since_us.take().is_some() {
+                            device.dirty = true;
+                        }
+                        out.push(retired(Standing::Inactive));
+                    }
+                    Standing::Active => device.inactive = false,
+                    Standing::Inactive => {}
+                }
+                true
+            });
+        }
+        self.devices.retain(|_, t| !t.is_empty());
+        out
+    }
+
+    /// Forgets a device, as a tombstone on `device-twins` says.
+    pub fn remove(&mut self, tenant: &str, device: &str) {
+        if let Some(devices) = self.devices.get_mut(tenant) {
+            devices.remove(device);
+        }
     }
 
     /// Forgets the devices of partitions no longer consumed here.
@@ -151,7 +228,7 @@ impl Twins {
     }
 
     pub fn len(&self) -> usize {
-        self.devices.values().map(HashMap::len).sum()
+        self.devices.values().map(|t| t.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -200,13 +277,7 @@ impl Device {
                 value,
                 time_us: record.event_time(),
             };
-            match twin.reported.get_mut(name) {
-                Some(r) if r.time_us <= record.event_time() => *r = reported,
-                Some(_) => {}
-                None => {
-                    twin.reported.insert(name.to_owned(), reported);
-                }
-            }
+            twin.reported.observe(name, reported);
         }
     }
 }

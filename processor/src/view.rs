@@ -161,6 +161,11 @@ impl WarmView {
         self.twins.insert(twin.key(), twin);
     }
 
+    /// Forgets a deleted device's twin, by its key (see [`TwinRecord::key_of`]).
+    pub fn remove_twin(&self, key: &str) {
+        self.twins.remove(key);
+    }
+
     /// `(tenant, building)` of every building seen, sorted.
     pub fn buildings(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
@@ -285,13 +290,17 @@ impl WarmView {
         let twins = self;
         tokio::try_join!(
             follow(subscriptions.windows, stop.clone(), DRAIN, |m| {
-                match serde_json::from_slice::<WindowRecord>(&m.value) {
+                match WindowRecord::decode(&m.value) {
                     Ok(record) => windows.apply_window(record),
                     Err(error) => unreadable(m, &error),
                 }
             }),
             follow(subscriptions.twins, stop, DRAIN, |m| {
-                match serde_json::from_slice::<TwinRecord>(&m.value) {
+                if m.value.is_empty() {
+                    twins.remove_twin(&String::from_utf8_lossy(&m.key));
+                    return;
+                }
+                match TwinRecord::decode(&m.value) {
                     Ok(twin) => twins.apply_twin(twin),
                     Err(error) => unreadable(m, &error),
                 }
@@ -309,7 +318,7 @@ pub struct ViewSubscriptions {
     twins: Box<dyn Subscription>,
 }
 
-fn unreadable(m: &Message, error: &serde_json::Error) {
+fn unreadable(m: &Message, error: &crate::records::RecordError) {
     tracing::warn!(partition = m.partition, offset = m.offset, %error, "skipping a published record that does not parse");
 }
 
@@ -330,7 +339,7 @@ mod tests {
             floor: floor.map(str::to_owned),
             room: None,
             readings: 1,
-            stats: [("temperature".to_owned(), stats)].into(),
+            stats: vec![(Measure::Temperature, stats)],
         };
         let mut zones = vec![zone(None)];
         zones.extend(floor.map(|f| zone(Some(f))));

@@ -4,8 +4,6 @@
 //! Maps are looked up by `&str` and only allocate the first time a zone is seen: applying a
 //! reading to a known zone allocates nothing but, at most, a new pane.
 
-use std::collections::HashMap;
-
 use weir_schemas::Reading;
 
 use crate::window::{Aggregate, Geometry, Panes};
@@ -67,13 +65,13 @@ impl Levels {
 pub struct BuildingPanes {
     total: Panes,
     /// By floor; `""` holds the rooms of readings that name a room but no floor.
-    floors: HashMap<String, FloorPanes>,
+    floors: foldhash::HashMap<String, FloorPanes>,
 }
 
 #[derive(Debug, Default)]
 struct FloorPanes {
     total: Panes,
-    rooms: HashMap<String, Panes>,
+    rooms: foldhash::HashMap<String, Panes>,
 }
 
 impl BuildingPanes {

@@ -185,6 +185,33 @@ impl Engine {
         }
     }
 
+    /// A device was deleted, disabled or revoked: its device-level alerts (silent, battery)
+    /// clear for `reason`, and its states are forgotten, so that nothing stays raised for a
+    /// device nobody expects to hear from.
+    pub fn retire_device(
+        &mut self,
+        tenant: &str,
+        device: &str,
+        reason: &str,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let Some(by_rule) = self.states.get_mut(tenant) else {
+            return;
+        };
+        for (id, state) in by_rule.iter_mut() {
+            let Some(subject) = state.devices.remove(device) else {
+                continue;
+            };
+            if let Some(up) = subject.raised {
+                let rule = self.rules.get(tenant, id).map(|c| c.rule.as_ref());
+                let name = rule.map_or(up.rule_name.as_str(), |r| r.name.as_str());
+                let message = format!("{name} cleared: {reason}");
+                let at = self.clock_us.max(up.at_us);
+                out.push(event::cleared(&up, rule, None, at, message));
+            }
+        }
+    }
+
     /// Takes back an event published earlier, in the order of the `alerts` topic: the latest
     /// event of a subject says whether its alert is raised and fences what was judged. A
     /// raised alert that its rule, changed since, no longer judges (another level, a scope

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use weir_common::bus::{Bus, BusError, Record, TopicSpec, read_to_end};
+use weir_common::bus::{Bus, BusError, Message, Partition, Poll, Record, Subscription, TopicSpec};
 use weir_common::topics::Topics;
 use weir_schemas::alerts::AlertEvent;
 
@@ -35,32 +35,88 @@ pub fn to_record(event: &AlertEvent) -> Record {
     }
 }
 
-/// How long reading the topic back may take before the processor starts with what it has.
-const RESTORE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long reading the topic at start, or catching up with it on an assignment, may take
+/// before the processor goes on with what it has.
+pub const RESTORE_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Reads the `alerts` topic to its end under a group of its own: the latest event of every
-/// key.
-pub async fn read_latest(
-    bus: &dyn Bus,
-    topics: &Topics,
-) -> Result<HashMap<String, AlertEvent>, BusError> {
-    let mut latest = HashMap::new();
-    let group = topics.group("weir-processor-alerts");
-    let whole = read_to_end(bus, &topics.alerts(), &group, RESTORE_DEADLINE, |m| {
-        match serde_json::from_slice::<AlertEvent>(&m.value) {
-            Ok(event) => {
-                latest.insert(event.key(), event);
-            }
-            Err(error) => {
-                tracing::warn!(partition = m.partition, offset = m.offset, %error, "skipping an alert event that does not parse");
+/// The latest event of every key of the `alerts` topic, kept current by reading on from where
+/// it was: read whole once at start, then only what was added since, so that taking
+/// partitions over costs the events published meanwhile, not the topic's whole history.
+pub struct Latest {
+    sub: Box<dyn Subscription>,
+    events: HashMap<String, AlertEvent>,
+}
+
+impl Latest {
+    /// Subscribes under a group of its own and reads the topic to its end.
+    pub async fn read(bus: &dyn Bus, topics: &Topics) -> Result<Self, BusError> {
+        let group = weir_common::bus::conformance::unique(&topics.group("weir-processor-alerts"));
+        let sub = bus.subscribe(&topics.alerts(), &group).await?;
+        let mut latest = Latest {
+            sub,
+            events: HashMap::new(),
+        };
+        latest.catch_up(RESTORE_DEADLINE).await?;
+        Ok(latest)
+    }
+
+    pub fn events(&self) -> &HashMap<String, AlertEvent> {
+        &self.events
+    }
+
+    /// Reads what was published since the last call, for at most `deadline`. Returns whether
+    /// it got to the end.
+    pub async fn catch_up(&mut self, deadline: Duration) -> Result<bool, BusError> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            match self.sub.poll(10_000, Duration::from_millis(50)).await? {
+                Poll::Messages(messages) => self.take(&messages).await,
+                Poll::Idle => {
+                    if !self.sub.assignment().is_empty() && self.sub.lag().await? == 0 {
+                        return Ok(true);
+                    }
+                    if tokio::time::Instant::now() >= until {
+                        tracing::warn!(
+                            "the alerts topic was not read to its end in time; alerts raised before may be raised again"
+                        );
+                        return Ok(false);
+                    }
+                }
+                Poll::Assigned(_) | Poll::Revoked(_) => {}
             }
         }
-    })
-    .await?;
-    if !whole {
-        tracing::warn!(
-            "the alerts topic was not read to its end in time; alerts raised before may be raised again"
-        );
     }
-    Ok(latest)
+
+    /// Reads what is there now without waiting: called regularly, so that the embedded bus
+    /// may let the events go and an assignment has little left to read.
+    pub async fn read_available(&mut self) -> Result<(), BusError> {
+        while let Poll::Messages(messages) = self.sub.poll(10_000, Duration::from_millis(1)).await?
+        {
+            self.take(&messages).await;
+        }
+        Ok(())
+    }
+
+    async fn take(&mut self, messages: &[Message]) {
+        let mut next: Vec<(Partition, u64)> = Vec::new();
+        for m in messages {
+            match serde_json::from_slice::<AlertEvent>(&m.value) {
+                Ok(event) => {
+                    self.events.insert(event.key(), event);
+                }
+                Err(error) => {
+                    tracing::warn!(partition = m.partition, offset = m.offset, %error, "skipping an alert event that does not parse");
+                }
+            }
+            match next.iter_mut().find(|(p, _)| *p == m.partition) {
+                Some((_, offset)) => *offset = (*offset).max(m.offset + 1),
+                None => next.push((m.partition, m.offset + 1)),
+            }
+        }
+        // Only so that the log may let records go (the embedded bus keeps them for every
+        // live group): a failed commit is made good by the next one.
+        if let Err(error) = self.sub.commit(&next).await {
+            tracing::debug!(%error, "could not commit the alerts read");
+        }
+    }
 }

@@ -6,7 +6,6 @@
 //! once. Judging at that reading (rather than once per poll) makes the judgement depend only
 //! on the order of the partition's records, which a replay keeps.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +27,8 @@ pub struct Alerting {
     /// Emitted, not yet published.
     pending: Vec<AlertEvent>,
     refreshed_at: Option<tokio::time::Instant>,
-    /// The topic as read at start, for the first assignment.
-    restored: Option<HashMap<String, AlertEvent>>,
+    /// The latest event of every key of the topic.
+    latest: store::Latest,
     /// Partitions of `telemetry`: a building's partition is where its alerts are judged.
     partitions: u32,
     /// Every owned twin needs a look (rules on twins changed, partitions assigned).
@@ -46,13 +45,14 @@ impl Alerting {
         topics: &Topics,
         partitions: u32,
     ) -> Result<Self, BusError> {
-        let restored = store::read_latest(bus, topics).await?;
-        let raised = restored
+        let latest = store::Latest::read(bus, topics).await?;
+        let raised = latest
+            .events()
             .values()
             .filter(|e| e.state == AlertState::Raised)
             .count();
         tracing::info!(
-            alerts = restored.len(),
+            alerts = latest.events().len(),
             raised,
             "read the alerts published before"
         );
@@ -61,7 +61,7 @@ impl Alerting {
             engine: Engine::default(),
             pending: Vec::new(),
             refreshed_at: None,
-            restored: Some(restored),
+            latest,
             partitions,
             rescan_twins: false,
             problems: Vec::new(),
@@ -93,20 +93,17 @@ impl Alerting {
 
     /// Partitions became this processor's: take back the alerts of their buildings, before
     /// any of their readings is judged.
-    pub async fn assigned(
-        &mut self,
-        bus: &dyn Bus,
-        topics: &Topics,
-        partitions: &[Partition],
-    ) -> Result<(), BusError> {
-        let latest = match self.restored.take() {
-            Some(latest) => latest,
-            // Another processor may have judged them since this one started.
-            None => store::read_latest(bus, topics).await?,
-        };
+    /// Reads the events published since the last look (by this processor and others).
+    pub async fn keep_up(&mut self) -> Result<(), BusError> {
+        self.latest.read_available().await
+    }
+
+    pub async fn assigned(&mut self, partitions: &[Partition]) -> Result<(), BusError> {
+        // Another processor may have judged them since this one last read.
+        self.latest.catch_up(store::RESTORE_DEADLINE).await?;
         // In the order they happened: a device's later episode (in another room, under another
         // key) must end up as its state, not an earlier one restored after it.
-        let mut latest: Vec<&AlertEvent> = latest.values().collect();
+        let mut latest: Vec<&AlertEvent> = self.latest.events().values().collect();
         latest.sort_by_key(|e| e.at_us);
         for event in latest {
             if partitions.contains(&self.partition_of(&event.tenant, &event.subject.building)) {
@@ -167,6 +164,12 @@ impl Alerting {
     /// Whether every owned twin needs judging now, rather than the changed ones only.
     pub fn take_rescan(&mut self) -> bool {
         std::mem::take(&mut self.rescan_twins)
+    }
+
+    /// See [`super::engine::Engine::retire_device`].
+    pub fn retire_device(&mut self, tenant: &str, device: &str, reason: &str) {
+        self.engine
+            .retire_device(tenant, device, reason, &mut self.pending);
     }
 
     pub fn judge_twins<'a>(&mut self, twins: impl Iterator<Item = &'a TwinRecord>) {

@@ -13,6 +13,7 @@ use weir_schemas::{Telemetry, TelemetryCodec};
 
 use super::view::Listing;
 use super::{AlertView, MemoryAlertConfig};
+use crate::twins::{Fleet, Standing};
 use crate::{Processor, ProcessorConfig, ProcessorCounters};
 
 const SEC: i64 = 1_000_000;
@@ -63,14 +64,23 @@ fn readings(from: i64, to: i64) -> Vec<Telemetry> {
 
 async fn bus() -> MemoryBus {
     let bus = MemoryBus::default();
+    let topics = Topics::default();
     bus.ensure_topic(&TopicSpec {
-        name: Topics::default().telemetry(),
+        name: topics.telemetry(),
         partitions: 4,
         compacted: false,
         retention: None,
     })
     .await
     .unwrap();
+    // A group that never reads: the embedded bus lets a record go once every live group has
+    // read it (the processors' own readers of `alerts` do), and the checks read afterwards.
+    super::store::ensure_topic(&bus, &topics).await.unwrap();
+    let holder = bus
+        .subscribe(&topics.alerts(), "hold-for-checks")
+        .await
+        .unwrap();
+    std::mem::forget(holder);
     bus
 }
 
@@ -309,4 +319,104 @@ async fn device_rules_follow_the_twins() {
     ]
     .map(|(r, d, s)| (r.to_owned(), d.to_owned(), s));
     assert_eq!(seen, expected);
+}
+
+/// The registry as a test sets it: every device enabled unless said otherwise.
+#[derive(Default)]
+struct TestFleet(std::sync::Mutex<std::collections::HashMap<String, Standing>>);
+
+impl Fleet for TestFleet {
+    fn standing(&self, _tenant: &str, device: &str) -> Standing {
+        let standings = self.0.lock().unwrap();
+        standings.get(device).copied().unwrap_or(Standing::Active)
+    }
+}
+
+/// A device deleted from the registry loses its twin (a tombstone goes out) and its alerts
+/// clear; one disabled keeps its twin, its silent alert clears, and it is not judged silent
+/// again; the others are left as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_deleted_or_disabled_clear_their_alerts() {
+    let bus = bus().await;
+    let rule: AlertRule = serde_json::from_str(
+        r#"{"id": "quiet", "tenant": "fabrikam", "name": "Device silent",
+            "scope": {"level": "device"}, "condition": {"type": "device_silent"}}"#,
+    )
+    .unwrap();
+    let fleet = Arc::new(TestFleet::default());
+    let config = ProcessorConfig {
+        alerts: Some(Arc::new(MemoryAlertConfig::new([rule]))),
+        fleet: Some(fleet.clone()),
+        fleet_interval: Duration::from_millis(50),
+        ..config()
+    };
+    let processor = Processor::start(config, Arc::new(bus.clone()))
+        .await
+        .unwrap();
+    let counters = processor.counters();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(processor.run(stop.clone()));
+    // Readings a minute apart, long ago: every device is silent at once.
+    let devices = ["deleted", "disabled", "kept"];
+    let old: Vec<Telemetry> = devices
+        .iter()
+        .flat_map(|d| {
+            [T0, T0 + 60 * SEC].map(|t| {
+                let mut r = Telemetry::new("fabrikam", "b1", *d, 0, t, "test");
+                r.temperature = Some(20.0);
+                r
+            })
+        })
+        .collect();
+    produce(&bus, &old).await;
+    wait_until_seen(&counters, old.len()).await;
+    let until = |n: usize| {
+        let bus = bus.clone();
+        async move {
+            for _ in 0..200 {
+                if published(&bus).await.len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(3).await;
+    {
+        let mut standings = fleet.0.lock().unwrap();
+        standings.insert("deleted".into(), Standing::Gone);
+        standings.insert("disabled".into(), Standing::Inactive);
+    }
+    until(5).await;
+    // Long enough for silence to be judged again several times.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    let mut seen: Vec<(String, AlertState)> = published(&bus)
+        .await
+        .into_iter()
+        .map(|e| (e.subject.device.unwrap_or_default(), e.state))
+        .collect();
+    seen.sort_by(|a, b| (&a.0, a.1 as u8).cmp(&(&b.0, b.1 as u8)));
+    let expected = [
+        ("deleted", AlertState::Raised),
+        ("deleted", AlertState::Cleared),
+        ("disabled", AlertState::Raised),
+        ("disabled", AlertState::Cleared),
+        ("kept", AlertState::Raised),
+    ]
+    .map(|(d, s)| (d.to_owned(), s));
+    assert_eq!(seen, expected);
+
+    let twins: std::collections::BTreeMap<String, bytes::Bytes> =
+        crate::tests::read_raw(&bus, &Topics::default().device_twins())
+            .await
+            .into_iter()
+            .collect();
+    assert!(twins["fabrikam/deleted"].is_empty(), "a tombstone");
+    let disabled = crate::records::TwinRecord::decode(&twins["fabrikam/disabled"]).unwrap();
+    assert_eq!(disabled.silent_since_us, None);
+    let kept = crate::records::TwinRecord::decode(&twins["fabrikam/kept"]).unwrap();
+    assert!(kept.silent_since_us.is_some());
 }

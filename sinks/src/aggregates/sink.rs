@@ -27,7 +27,7 @@ impl AggregatesSink {
         config.validate().map_err(SinkError::Config)?;
         // As the processor creates it, whichever of the two starts first.
         let partitions = bus.partitions(&config.topics.telemetry()).await?;
-        let [windows, _] = weir_processor::records::topic_specs(&config.topics, partitions);
+        let [windows, ..] = weir_processor::records::topic_specs(&config.topics, partitions);
         bus.ensure_topic(&windows).await?;
         let rows = MinuteRows {
             newest: Newest::new(config.lake.clone(), partitions),
@@ -57,7 +57,7 @@ impl Rows for MinuteRows {
         let decoded: Vec<_> = messages
             .into_iter()
             .map(|m| {
-                let minute = match serde_json::from_slice::<WindowRecord>(&m.value) {
+                let minute = match WindowRecord::decode(&m.value) {
                     Ok(w) if w.kind == WindowKind::Minute => Some(w),
                     // Rolling windows change until they are final: only final minutes are
                     // history.

@@ -8,6 +8,7 @@ use weir_common::shutdown::CancellationToken;
 use weir_common::topics;
 use weir_processor::records::{WindowKind, WindowRecord, ZoneStats};
 use weir_processor::window::Stats;
+use weir_schemas::Measure;
 
 use super::*;
 use crate::SinkStats;
@@ -33,7 +34,10 @@ fn zone(floor: Option<&str>, room: Option<&str>, readings: u64, of: &[(&str, Sta
         floor: floor.map(str::to_owned),
         room: room.map(str::to_owned),
         readings,
-        stats: of.iter().map(|(m, s)| (m.to_string(), *s)).collect(),
+        stats: of
+            .iter()
+            .map(|(m, s)| (Measure::from_name(m).expect("a known measurement"), *s))
+            .collect(),
     }
 }
 

@@ -122,9 +122,7 @@ pub fn building_aggregates_batch(windows: &[WindowRecord]) -> Result<RecordBatch
         )),
     ];
     for m in Measure::ALL {
-        let stats: Vec<Stats> = rows()
-            .map(|(_, z)| z.stats.get(m.name()).copied().unwrap_or_default())
-            .collect();
+        let stats: Vec<Stats> = rows().map(|(_, z)| z.get(m)).collect();
         let float = |f: fn(&Stats) -> Option<f64>| -> ArrayRef {
             Arc::new(stats.iter().map(f).collect::<Float64Array>())
         };

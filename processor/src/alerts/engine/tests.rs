@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 use weir_schemas::Telemetry;
@@ -269,7 +269,7 @@ fn twin(
         reported: battery
             .map(|(value, time_us)| ("battery".to_owned(), Reported { value, time_us }))
             .into_iter()
-            .collect::<BTreeMap<_, _>>(),
+            .collect(),
         interval_us: Some(60 * SEC),
         silent_since_us: silent_since,
     }
