@@ -503,8 +503,7 @@ mod tests {
             readings: 1,
             stats: vec![("temperature".into(), one), ("radon".into(), one)],
         };
-        let mut bytes = vec![FORMAT];
-        bytes.extend(postcard::to_stdvec(&newer).unwrap());
+        let bytes = postcard::to_extend(&newer, vec![FORMAT]).unwrap();
         let zone: ZoneStats = decode(&bytes).unwrap();
         assert_eq!(zone.stats, vec![(Measure::Temperature, one)]);
         assert_eq!(zone.floor.as_deref(), Some("2"));
