@@ -86,11 +86,7 @@ impl ZoneStats {
 
     /// The statistics of `measure`; empty when no reading carried it.
     pub fn get(&self, measure: Measure) -> Stats {
-        self.stats
-            .iter()
-            .find(|(m, _)| *m == measure)
-            .map(|(_, s)| *s)
-            .unwrap_or_default()
+        crate::window::stats_of(&self.stats, measure)
     }
 
     /// The statistics back as an aggregate.

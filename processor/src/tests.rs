@@ -70,6 +70,51 @@ fn readings() -> Vec<Telemetry> {
     out
 }
 
+/// The embedded bus with a `telemetry` topic of four partitions.
+pub(crate) async fn telemetry_bus() -> MemoryBus {
+    let bus = MemoryBus::default();
+    bus.ensure_topic(&TopicSpec {
+        name: Topics::default().telemetry(),
+        partitions: 4,
+        compacted: false,
+        retention: None,
+    })
+    .await
+    .unwrap();
+    bus
+}
+
+/// A processor reads `readings`, evicts and commits after its last batch, then dies without a
+/// word: no drain, no final commit.
+async fn crash_after(bus: &MemoryBus, readings: &[Telemetry]) {
+    let processor = Processor::start(config(), Arc::new(bus.clone()))
+        .await
+        .unwrap();
+    let counters = processor.counters();
+    let task = tokio::spawn(processor.run(CancellationToken::new()));
+    produce(bus, &Topics::default().telemetry(), readings).await;
+    wait_until_seen(&counters, readings.len()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    task.abort();
+    let _ = task.await;
+}
+
+/// A processor takes over from the commits there are, reads `readings` too, and stops
+/// cleanly half a second later.
+async fn run_a_while(bus: &MemoryBus, readings: &[Telemetry]) -> Arc<crate::ProcessorCounters> {
+    let processor = Processor::start(config(), Arc::new(bus.clone()))
+        .await
+        .unwrap();
+    let counters = processor.counters();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(processor.run(stop.clone()));
+    produce(bus, &Topics::default().telemetry(), readings).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    counters
+}
+
 async fn produce(bus: &MemoryBus, topic: &str, records: &[Telemetry]) {
     let codec = TelemetryCodec::global();
     let records = records
@@ -193,43 +238,16 @@ async fn latest<T: serde::de::DeserializeOwned>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_processor_replays_to_the_same_final_windows() {
-    let bus = MemoryBus::default();
+    let bus = telemetry_bus().await;
     let topics = Topics::default();
-    bus.ensure_topic(&TopicSpec {
-        name: topics.telemetry(),
-        partitions: 4,
-        compacted: false,
-        retention: None,
-    })
-    .await
-    .unwrap();
     let all = readings();
     let (first, second) = all.split_at(all.len() * 6 / 10);
 
     // A processes the first part, then dies without a word: no drain, no final commit.
-    let a = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters_a = a.counters();
-    let task = tokio::spawn(a.run(CancellationToken::new()));
-    produce(&bus, &topics.telemetry(), first).await;
-    wait_until_seen(&counters_a, first.len()).await;
-    // Let A evict and commit after the last batch it processed.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    task.abort();
-    let _ = task.await;
+    crash_after(&bus, first).await;
 
     // B takes over from A's commits, replays, and carries on.
-    let b = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters_b = b.counters();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(b.run(stop.clone()));
-    produce(&bus, &topics.telemetry(), second).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    let counters_b = run_a_while(&bus, second).await;
     assert!(
         counters_b.seen() < all.len() as u64,
         "B resumed from A's commits, not from the beginning"
@@ -322,16 +340,7 @@ async fn a_crashed_processor_replays_to_the_same_final_windows() {
 /// watermarks, so a restart replays minutes, not everything since it went quiet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_partition_does_not_hold_the_others_back() {
-    let bus = MemoryBus::default();
-    let topics = Topics::default();
-    bus.ensure_topic(&TopicSpec {
-        name: topics.telemetry(),
-        partitions: 4,
-        compacted: false,
-        retention: None,
-    })
-    .await
-    .unwrap();
+    let bus = telemetry_bus().await;
     // Two buildings on two partitions.
     let busy = "busy";
     let quiet = (0..100)
@@ -350,27 +359,9 @@ async fn a_quiet_partition_does_not_hold_the_others_back() {
     let mut all: Vec<Telemetry> = (0..120).map(|s| reading(&quiet, s)).collect();
     all.extend((0..1800).map(|s| reading(busy, s)));
 
-    let a = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters_a = a.counters();
-    let task = tokio::spawn(a.run(CancellationToken::new()));
-    produce(&bus, &topics.telemetry(), &all).await;
-    wait_until_seen(&counters_a, all.len()).await;
-    // Let A evict and commit after its last batch, then stop it without a word.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    task.abort();
-    let _ = task.await;
+    crash_after(&bus, &all).await;
 
-    let b = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters_b = b.counters();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(b.run(stop.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    let counters_b = run_a_while(&bus, &[]).await;
     // The quiet partition replays its two minutes (still in its window); the busy one only
     // what its own window and lateness keep (a minute and a half, at these settings).
     let replayed = counters_b.seen();
@@ -387,16 +378,8 @@ async fn a_quiet_partition_does_not_hold_the_others_back() {
 /// that the minute before was never published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minute_left_open_by_a_crash_is_published_after_it_whatever_the_order() {
-    let bus = MemoryBus::default();
+    let bus = telemetry_bus().await;
     let topics = Topics::default();
-    bus.ensure_topic(&TopicSpec {
-        name: topics.telemetry(),
-        partitions: 4,
-        compacted: false,
-        retention: None,
-    })
-    .await
-    .unwrap();
     let reading = |second: i64| {
         let mut r = Telemetry::new("fabrikam", "b", "d", second, T0 + second * SEC, "test");
         r.ingest_time = r.event_time;
@@ -408,28 +391,10 @@ async fn a_minute_left_open_by_a_crash_is_published_after_it_whatever_the_order(
     let mut before: Vec<Telemetry> = (0..k - 10).map(reading).collect();
     before.extend([reading(k + 65), reading(k + 50)]);
 
-    let a = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters_a = a.counters();
-    let task = tokio::spawn(a.run(CancellationToken::new()));
-    produce(&bus, &topics.telemetry(), &before).await;
-    wait_until_seen(&counters_a, before.len()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    task.abort();
-    let _ = task.await;
+    crash_after(&bus, &before).await;
 
-    let b = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters_b = b.counters();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(b.run(stop.clone()));
     let after: Vec<Telemetry> = (k + 70..k + 200).map(reading).collect();
-    produce(&bus, &topics.telemetry(), &after).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    let counters_b = run_a_while(&bus, &after).await;
     assert_eq!(counters_b.late(), 0, "nothing B read again is late");
     assert!(
         counters_b.seen() <= 2 + after.len() as u64,

@@ -138,11 +138,7 @@ impl Aggregate {
 
     /// The statistics of `measure`; empty when no reading carried it.
     pub fn get(&self, measure: Measure) -> Stats {
-        self.stats
-            .iter()
-            .find(|(m, _)| *m == measure)
-            .map(|(_, s)| *s)
-            .unwrap_or_default()
+        stats_of(&self.stats, measure)
     }
 
     /// The measurements seen, in [`Measure::ALL`] order.
@@ -172,6 +168,15 @@ impl Aggregate {
         };
         &mut self.stats[at].1
     }
+}
+
+/// The statistics of `measure` among `stats`; empty when none.
+pub fn stats_of(stats: &[(Measure, Stats)], measure: Measure) -> Stats {
+    stats
+        .iter()
+        .find(|(m, _)| *m == measure)
+        .map(|(_, s)| *s)
+        .unwrap_or_default()
 }
 
 /// Window geometry, in microseconds.

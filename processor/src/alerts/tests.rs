@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_common::bus::{Bus, MemoryBus, Record, TopicSpec};
+use weir_common::bus::{Bus, MemoryBus, Record};
 use weir_common::http::Scope;
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
@@ -63,16 +63,8 @@ fn readings(from: i64, to: i64) -> Vec<Telemetry> {
 }
 
 async fn bus() -> MemoryBus {
-    let bus = MemoryBus::default();
+    let bus = crate::tests::telemetry_bus().await;
     let topics = Topics::default();
-    bus.ensure_topic(&TopicSpec {
-        name: topics.telemetry(),
-        partitions: 4,
-        compacted: false,
-        retention: None,
-    })
-    .await
-    .unwrap();
     // A group that never reads: the embedded bus lets a record go once every live group has
     // read it (the processors' own readers of `alerts` do), and the checks read afterwards.
     super::store::ensure_topic(&bus, &topics).await.unwrap();
