@@ -101,6 +101,17 @@ fi
 GATEWAY=$(grep -o 'http://[^ ]*' "$WORK/gateway.out" | head -n 1)
 log "gateway at $GATEWAY, topics $PREFIX*, work in $WORK"
 
+# Minute windows are final once their partition's newest reading is past their end by the
+# allowed lateness (40 s). Start the load late enough in a minute (plus 5 s of margin) that
+# the first minute with readings is final before the load ends: otherwise, by the clock
+# alone, a short run publishes no minute to check.
+into_minute=$((10#$(date +%S)))
+first_final=$((105 - SECONDS_OF_LOAD))
+if ((first_final < 60 && into_minute < first_final)); then
+  log "waiting $((first_final - into_minute)) s, so that a minute is final before the load ends"
+  sleep $((first_final - into_minute))
+fi
+
 "$WEIR_BIN" simulate --target "$GATEWAY" --devices 1000 --rate "$RATE" \
   --duration "${SECONDS_OF_LOAD}s" --token "$TOKEN" --seed 7 --log error \
   >"$WORK/simulate.json" 2>"$WORK/simulate.log" &
