@@ -187,6 +187,63 @@ pub struct PipelineArgs {
     /// ...or once its oldest reading has waited this long.
     #[arg(long, env = "WEIR_BATCH_MAX_AGE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub batch_max_age: Duration,
+
+    /// Size lake files are written and compacted to.
+    #[arg(long, env = "WEIR_TARGET_FILE_SIZE", default_value = "128MiB", value_parser = parse_bytes)]
+    pub target_file_size: u64,
+
+    /// How often the cold sink looks the lake over: compaction and retention (0 turns it off).
+    #[arg(long, env = "WEIR_COMPACT_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub compact_interval: Duration,
+
+    /// A partition (a tenant's day) is compacted once it holds this many files smaller than
+    /// half the target size.
+    #[arg(long, env = "WEIR_COMPACT_MIN_FILES", default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..))]
+    pub compact_min_files: u64,
+
+    /// Days of data kept for every tenant (by event date; today counts as one). Unset: forever.
+    #[arg(long, env = "WEIR_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retention_days: Option<u32>,
+
+    /// Days kept for one tenant, over --retention-days: TENANT=DAYS (repeatable; the env var
+    /// takes them comma-separated).
+    #[arg(long = "tenant-retention", env = "WEIR_TENANT_RETENTION", value_delimiter = ',', value_parser = weir_sinks::Retention::parse_tenant)]
+    pub tenant_retention: Vec<(String, u32)>,
+
+    /// Lake files unreferenced for this long are deleted, once a day. Queries on older
+    /// versions (time travel) need their files.
+    #[arg(long, env = "WEIR_VACUUM_AFTER", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub vacuum_after: Duration,
+}
+
+/// `128MiB`, `64MB`, `1GiB`, `1000000`: a size in bytes.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number of bytes, e.g. 128MiB"))?;
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (B, KB, KiB, MB, MiB, GB, GiB)"
+            ));
+        }
+    };
+    match number.checked_mul(unit) {
+        Some(bytes) if bytes >= 1 << 20 => Ok(bytes),
+        _ => Err(format!("`{text}`: must be at least 1MiB")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -346,6 +403,51 @@ impl Cli {
             builder.json().init();
         } else {
             builder.init();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn sizes_take_units_and_refuse_nonsense() {
+        assert_eq!(parse_bytes("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_bytes("64MB"), Ok(64_000_000));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("2000000"), Ok(2_000_000));
+        for bad in ["", "MiB", "12 parsecs", "1KiB", "99999999999999999999GiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retention_flags_name_tenants_and_days() {
+        let cli = Cli::try_parse_from([
+            "weir",
+            "up",
+            "--retention-days",
+            "400",
+            "--tenant-retention",
+            "fabrikam=30",
+            "--tenant-retention",
+            "contoso=90",
+        ])
+        .unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!("up");
+        };
+        assert_eq!(up.pipeline.retention_days, Some(400));
+        assert_eq!(
+            up.pipeline.tenant_retention,
+            [("fabrikam".to_owned(), 30), ("contoso".to_owned(), 90)]
+        );
+        for bad in ["fabrikam", "fabrikam=0", "=30", "fabrikam=soon"] {
+            let error = Cli::try_parse_from(["weir", "up", "--tenant-retention", bad]).unwrap_err();
+            assert!(error.to_string().contains(bad), "{error}");
         }
     }
 }

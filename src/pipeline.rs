@@ -35,7 +35,10 @@ use weir_processor::alerts::{AlertConfig, AlertView, WebhookDelivery};
 use weir_processor::dead_letters::{self, DeadLetters};
 use weir_processor::twins::SilenceRule;
 use weir_processor::{Processor, ProcessorConfig, WarmView};
-use weir_sinks::{AggregatesSink, AggregatesSinkConfig, ColdSink, ColdSinkConfig, Lake};
+use weir_sinks::{
+    AggregatesSink, AggregatesSinkConfig, ColdSink, ColdSinkConfig, Lake, MaintenanceConfig,
+    Retention,
+};
 
 use crate::cli::PipelineArgs;
 
@@ -294,6 +297,7 @@ impl Pipeline {
                     batch_max_age: args.batch_max_age,
                     drain_on_shutdown: drain,
                     topics: topics.clone(),
+                    target_file_bytes: args.target_file_size,
                     ..ColdSinkConfig::new(lake.clone())
                 },
                 bus.clone(),
@@ -325,6 +329,26 @@ impl Pipeline {
                     .map(|_| ())
                     .context("the aggregates sink failed")
             });
+            // Compaction, retention and vacuum; every sink process does it, and Delta's
+            // conflict check lets one win where two meet.
+            if !args.compact_interval.is_zero() {
+                let upkeep = MaintenanceConfig {
+                    interval: args.compact_interval,
+                    target_file_bytes: args.target_file_size,
+                    min_small_files: args.compact_min_files as usize,
+                    retention: Retention {
+                        default_days: args.retention_days,
+                        tenants: args.tenant_retention.iter().cloned().collect(),
+                    },
+                    vacuum_after: args.vacuum_after,
+                    ..MaintenanceConfig::new(lake.clone())
+                };
+                let stop = stop_followers.clone();
+                followers.spawn(async move {
+                    weir_sinks::maintenance::run(upkeep, stop).await;
+                    Ok(())
+                });
+            }
         }
         let gateway = if roles.gateway {
             let mut gateway_config = GatewayConfig {

@@ -49,6 +49,14 @@ fn args() -> PipelineArgs {
         silent_min: Duration::from_secs(60),
         batch_max_records: 500,
         batch_max_age: Duration::from_millis(300),
+        target_file_size: 128 << 20,
+        // The lake is compacted while the tests write and read it: every check of the lake
+        // below holds through compactions.
+        compact_interval: Duration::from_secs(1),
+        compact_min_files: 2,
+        retention_days: None,
+        tenant_retention: Vec::new(),
+        vacuum_after: Duration::from_secs(3600),
     }
 }
 

@@ -9,6 +9,8 @@
 //! - [`cold`]: the cold-sink role, consuming `telemetry` in group `weir-cold-sink`.
 //! - [`aggregates`]: the aggregates-sink role, consuming `building-aggregates` in group
 //!   `weir-aggregates-sink` and keeping each final minute window once.
+//! - [`maintenance`]: the lake's upkeep: compaction of small files, tenants' retention,
+//!   vacuum.
 //! - [`sql`]: DataFusion over the lake, read-only, for every tenant or scoped to one.
 //! - [`sql_api`]: `POST /v1/sql`, scoped to the caller's tenant.
 //!
@@ -21,6 +23,7 @@ pub mod aggregates;
 pub mod cold;
 pub mod lake;
 pub mod lake_sink;
+pub mod maintenance;
 pub mod sql;
 pub mod sql_api;
 
@@ -28,3 +31,4 @@ pub use aggregates::{AggregatesSink, AggregatesSinkConfig};
 pub use cold::{ColdSink, ColdSinkConfig};
 pub use lake::{Lake, LakeError};
 pub use lake_sink::{SinkError, SinkStats};
+pub use maintenance::{MaintenanceConfig, Retention};

@@ -55,6 +55,19 @@ fn check_layout(table: &DeltaTable, layout: &TableLayout) -> Result<(), LakeErro
     Ok(())
 }
 
+/// How every file of the lake is written, by the sinks and by compaction alike.
+pub(crate) fn writer_properties(
+    table: &str,
+    zstd_level: i32,
+) -> Result<WriterProperties, LakeError> {
+    let level = ZstdLevel::try_new(zstd_level)
+        .map_err(|e| delta(table, deltalake::DeltaTableError::Parquet { source: e }))?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build())
+}
+
 fn partition_columns(layout: &TableLayout) -> Vec<String> {
     layout.partitions.iter().map(|p| p.to_string()).collect()
 }
@@ -75,12 +88,7 @@ impl TableWriter {
         let name = layout.name;
         let table = settings.lake.open_or_create(layout).await?;
         check_layout(&table, layout)?;
-        let level = ZstdLevel::try_new(settings.zstd_level)
-            .map_err(|e| delta(name, deltalake::DeltaTableError::Parquet { source: e }))?;
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+        let properties = writer_properties(name, settings.zstd_level)?;
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| delta(name, e))?
             .with_writer_properties(properties)
