@@ -340,8 +340,14 @@ pub struct SqlArgs {
     #[arg(long, env = "WEIR_SQL_MAX_ROWS")]
     pub max_rows: Option<usize>,
 
-    /// The statement to run (read-only: no DDL or DML).
-    pub query: String,
+    /// Write the result to this file instead of standard output (`--format parquet` needs it).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+
+    /// The statement to run (read-only: no DDL or DML). Without it, statements are read from
+    /// standard input, each ending with `;`: an interactive shell on a terminal (`\?` for
+    /// help), a script otherwise.
+    pub query: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -367,11 +373,13 @@ pub struct ReconcileArgs {
     pub accepted: u64,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
     Csv,
     Json,
+    /// A Parquet file (ZSTD), with `--output`.
+    Parquet,
 }
 
 impl Cli {

@@ -80,6 +80,8 @@ fn demo_reports_and_the_lake_agrees() {
         "300 devices: two buildings, two tenants"
     );
 
+    sql_shell_and_parquet_output(lake, accepted, dir.path());
+
     // The data directory now holds a lake: a second demo must not mix its readings in.
     let out = weir(&[
         "demo",
@@ -92,6 +94,86 @@ fn demo_reports_and_the_lake_agrees() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("holds the lake of an earlier run"));
+}
+
+/// `weir sql` reading statements from standard input (a script: the shell without a
+/// terminal), and writing a result as Parquet.
+fn sql_shell_and_parquet_output(lake: &str, readings: u64, dir: &Path) {
+    let script = "\\d\n\\d telemetry\n\\format csv\n\
+                  SELECT count(*) AS n\n  FROM telemetry;\n\
+                  SELECT nothing FROM telemetry;\n\
+                  \\d nowhere\n\
+                  SELECT count(DISTINCT tenant) AS tenants FROM telemetry;\n\
+                  \\q\nSELECT 'not run';\n";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["sql", "--lake", lake])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a statement failed: {stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("telemetry") && stdout.contains("building_aggregates"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("event_date") && stdout.contains("partition"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("n\n{readings}\n")),
+        "multi-line, as CSV: {stdout}"
+    );
+    assert!(
+        stdout.contains("tenants\n2\n"),
+        "on after a failure: {stdout}"
+    );
+    assert!(!stdout.contains("not run"), "stopped at \\q: {stdout}");
+    assert!(stderr.contains("nothing"), "{stderr}");
+    assert!(stderr.contains("no table `nowhere`"), "{stderr}");
+
+    let file = dir.join("by-tenant.parquet");
+    let out = weir(&[
+        "sql",
+        "--lake",
+        lake,
+        "--format",
+        "parquet",
+        "--output",
+        file.to_str().unwrap(),
+        "SELECT tenant, count(*) AS n FROM telemetry GROUP BY tenant",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 2, "a row per tenant");
+    let out = weir(&["sql", "--lake", lake, "--format", "parquet", "SELECT 1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--output"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -43,6 +43,8 @@ pub struct QueryOptions {
 /// A query's rows, and whether the row limit cut them short.
 #[derive(Debug)]
 pub struct QueryResult {
+    /// The result's columns, also when it has no rows.
+    pub schema: arrow::datatypes::SchemaRef,
     pub batches: Vec<RecordBatch>,
     pub truncated: bool,
 }
@@ -109,6 +111,7 @@ pub async fn query_with(
             // One row more than allowed tells that there were more.
             frame = frame.limit(0, Some(max.saturating_add(1)))?;
         }
+        let schema = Arc::new(frame.schema().as_arrow().clone());
         let mut batches = frame.collect().await?;
         let mut truncated = false;
         if let Some(max) = options.max_rows {
@@ -126,7 +129,11 @@ pub async fn query_with(
                 })
                 .collect();
         }
-        Ok(QueryResult { batches, truncated })
+        Ok(QueryResult {
+            schema,
+            batches,
+            truncated,
+        })
     };
     match options.timeout {
         Some(limit) => tokio::time::timeout(limit, run)
