@@ -88,7 +88,16 @@ impl Session {
             Format::Csv => OutputFormat::Csv,
             Format::Json => OutputFormat::Json,
         };
-        let mut text = sql::format(&result.batches, format)?;
+        // With no rows, the columns still show.
+        let empty = [arrow::record_batch::RecordBatch::new_empty(
+            result.schema.clone(),
+        )];
+        let batches = if result.batches.is_empty() {
+            &empty[..]
+        } else {
+            &result.batches[..]
+        };
+        let mut text = sql::format(batches, format)?;
         if format == OutputFormat::Table {
             text.push('\n');
         }
