@@ -147,6 +147,26 @@ fn sql_shell_and_parquet_output(lake: &str, readings: u64, dir: &Path) {
     assert!(stderr.contains("nothing"), "{stderr}");
     assert!(stderr.contains("no table `nowhere`"), "{stderr}");
 
+    // EXPLAIN shows the tenant and date filters at the scan, where they prune partitions.
+    let out = weir(&[
+        "sql",
+        "--lake",
+        lake,
+        "--tenant",
+        "fabrikam",
+        "EXPLAIN SELECT avg(temperature) FROM telemetry WHERE event_date = DATE '2026-11-25'",
+    ]);
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let scan = plan
+        .lines()
+        .find(|l| l.contains("TableScan"))
+        .unwrap_or_default();
+    assert!(
+        scan.contains("tenant") && scan.contains("event_date") && scan.contains("filters"),
+        "{plan}"
+    );
+
     let file = dir.join("by-tenant.parquet");
     let out = weir(&[
         "sql",
