@@ -10,12 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_common::bus::{Bus, MemoryBus, Record, TopicSpec};
 use weir_common::shutdown::CancellationToken;
-use weir_common::topics;
-use weir_schemas::{Telemetry, TelemetryCodec};
+use weir_schemas::Telemetry;
 use weir_sinks::maintenance::{MaintenanceConfig, run_once};
 use weir_sinks::sql::{self, OutputFormat};
+use weir_sinks::testing::{produce, telemetry_bus};
 use weir_sinks::{ColdSink, ColdSinkConfig, Lake};
 
 /// 2025-11-24T16:00:00Z.
@@ -140,15 +139,7 @@ async fn duckdb_polars_and_pyarrow_read_what_weir_sql_reads_also_after_compactio
     };
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::parse(dir.path().join("lake").to_str().unwrap()).unwrap();
-    let bus = MemoryBus::default();
-    bus.ensure_topic(&TopicSpec {
-        name: topics::TELEMETRY.into(),
-        partitions: 4,
-        compacted: false,
-        retention: None,
-    })
-    .await
-    .unwrap();
+    let bus = telemetry_bus(4).await;
     // Small batches: many small files, as a sink committing every few seconds leaves them.
     let sink = ColdSink::start(
         ColdSinkConfig {
@@ -162,17 +153,8 @@ async fn duckdb_polars_and_pyarrow_read_what_weir_sql_reads_also_after_compactio
     .unwrap();
     let stop = CancellationToken::new();
     let task = tokio::spawn(sink.run(stop.clone()));
-    let codec = TelemetryCodec::global();
     for chunk in readings().chunks(200) {
-        let records = chunk
-            .iter()
-            .map(|r| Record {
-                key: r.bus_key().into(),
-                value: codec.encode(r).unwrap().into(),
-                timestamp_ms: 0,
-            })
-            .collect();
-        bus.produce(topics::TELEMETRY, records).await.unwrap();
+        produce(&bus, chunk).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.cancel();

@@ -26,6 +26,8 @@ pub mod lake_sink;
 pub mod maintenance;
 pub mod sql;
 pub mod sql_api;
+#[doc(hidden)]
+pub mod testing;
 
 pub use aggregates::{AggregatesSink, AggregatesSinkConfig};
 pub use cold::{ColdSink, ColdSinkConfig};

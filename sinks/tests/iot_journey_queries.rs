@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int64Type};
-use weir_common::bus::{Bus, MemoryBus, Record, TopicSpec};
 use weir_common::shutdown::CancellationToken;
-use weir_common::topics;
-use weir_schemas::{Telemetry, TelemetryCodec};
+use weir_schemas::Telemetry;
+use weir_sinks::testing::{produce, telemetry_bus};
 use weir_sinks::{ColdSink, ColdSinkConfig, Lake, sql};
 
 const OUT_OF_RANGE: &str = include_str!("../../docs/queries/out-of-range-episodes.sql");
@@ -65,25 +64,8 @@ fn readings(now: i64) -> Vec<Telemetry> {
 async fn lake_with(records: &[Telemetry]) -> (tempfile::TempDir, Lake) {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::parse(dir.path().to_str().unwrap()).unwrap();
-    let bus = MemoryBus::default();
-    bus.ensure_topic(&TopicSpec {
-        name: topics::TELEMETRY.into(),
-        partitions: 2,
-        compacted: false,
-        retention: None,
-    })
-    .await
-    .unwrap();
-    let codec = TelemetryCodec::global();
-    let messages = records
-        .iter()
-        .map(|r| Record {
-            key: r.bus_key().into(),
-            value: codec.encode(r).unwrap().into(),
-            timestamp_ms: 0,
-        })
-        .collect();
-    bus.produce(topics::TELEMETRY, messages).await.unwrap();
+    let bus = telemetry_bus(2).await;
+    produce(&bus, records).await;
     let sink = ColdSink::start(
         ColdSinkConfig {
             batch_max_age: Duration::from_millis(50),

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use weir_common::bus::{Bus, MemoryBus, Record, TopicSpec};
+use weir_common::bus::{Bus, Record};
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics;
-use weir_schemas::{Telemetry, TelemetryCodec};
+use weir_schemas::Telemetry;
 
 use super::*;
 use crate::lake::Lake;
@@ -30,23 +30,7 @@ fn reading(device: usize, seq: i64, day: i64) -> Telemetry {
     r
 }
 
-async fn produce(bus: &MemoryBus, records: &[Telemetry]) {
-    let codec = TelemetryCodec::global();
-    let records = records
-        .iter()
-        .map(|r| Record {
-            key: r.bus_key().into(),
-            value: codec.encode(r).unwrap().into(),
-            timestamp_ms: 0,
-        })
-        .collect();
-    bus.produce(topics::TELEMETRY, records).await.unwrap();
-}
-
-async fn count(lake: &Lake, sql_text: &str) -> i64 {
-    let batches = sql::query(lake, sql_text).await.unwrap();
-    batches[0].column(0).as_primitive::<Int64Type>().value(0)
-}
+use crate::testing::{count, produce, telemetry_bus};
 
 fn config(lake: Lake) -> ColdSinkConfig {
     ColdSinkConfig {
@@ -66,15 +50,7 @@ async fn every_record_lands_once_partitioned_by_tenant_and_date() {
         "empty lake"
     );
 
-    let bus = MemoryBus::default();
-    bus.ensure_topic(&TopicSpec {
-        name: topics::TELEMETRY.into(),
-        partitions: 4,
-        compacted: false,
-        retention: None,
-    })
-    .await
-    .unwrap();
+    let bus = telemetry_bus(4).await;
     let records: Vec<Telemetry> = (0..500)
         .map(|i| reading(i % 7, i as i64, (i % 2) as i64))
         .collect();
@@ -145,15 +121,7 @@ async fn every_record_lands_once_partitioned_by_tenant_and_date() {
 #[tokio::test]
 async fn a_restarted_sink_resumes_from_the_lake_not_the_bus() {
     let lake = Lake::parse("memory://resume-test").unwrap();
-    let bus = MemoryBus::default();
-    bus.ensure_topic(&TopicSpec {
-        name: topics::TELEMETRY.into(),
-        partitions: 2,
-        compacted: false,
-        retention: None,
-    })
-    .await
-    .unwrap();
+    let bus = telemetry_bus(2).await;
     let records: Vec<Telemetry> = (0..100).map(|i| reading(i, i as i64, 0)).collect();
     produce(&bus, &records).await;
 
@@ -181,15 +149,7 @@ async fn a_restarted_sink_resumes_from_the_lake_not_the_bus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sinks_racing_on_the_same_records_never_write_one_twice() {
     let lake = Lake::parse("memory://race-test").unwrap();
-    let bus = MemoryBus::default();
-    bus.ensure_topic(&TopicSpec {
-        name: topics::TELEMETRY.into(),
-        partitions: 2,
-        compacted: false,
-        retention: None,
-    })
-    .await
-    .unwrap();
+    let bus = telemetry_bus(2).await;
     // Two groups: each sink reads every record, as two owners of one partition would during
     // a botched hand-over. Only the lake's checkpoints keep them from duplicating.
     let mut tasks = Vec::new();
@@ -227,15 +187,7 @@ async fn two_sinks_racing_on_the_same_records_never_write_one_twice() {
 async fn a_tenant_scoped_query_sees_its_rows_only_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::parse(dir.path().join("lake").to_str().unwrap()).unwrap();
-    let bus = MemoryBus::default();
-    bus.ensure_topic(&TopicSpec {
-        name: topics::TELEMETRY.into(),
-        partitions: 2,
-        compacted: false,
-        retention: None,
-    })
-    .await
-    .unwrap();
+    let bus = telemetry_bus(2).await;
     let records: Vec<Telemetry> = (0..100).map(|i| reading(i, i as i64, 0)).collect();
     produce(&bus, &records).await;
     let shutdown = CancellationToken::new();

@@ -2,11 +2,10 @@ use std::sync::Arc;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use weir_common::bus::{Bus, MemoryBus, Record, TopicSpec};
-use weir_common::topics;
-use weir_schemas::{Telemetry, TelemetryCodec};
+use weir_schemas::Telemetry;
 
 use super::*;
+use crate::testing::{count, produce, telemetry_bus};
 use crate::{ColdSink, ColdSinkConfig, Lake, sql};
 
 const DAY_US: i64 = 86_400_000_000;
@@ -26,32 +25,6 @@ fn reading(tenant: &str, device: usize, seq: i64, day: i64) -> Telemetry {
     r
 }
 
-async fn bus() -> MemoryBus {
-    let bus = MemoryBus::default();
-    bus.ensure_topic(&TopicSpec {
-        name: topics::TELEMETRY.into(),
-        partitions: 2,
-        compacted: false,
-        retention: None,
-    })
-    .await
-    .unwrap();
-    bus
-}
-
-async fn produce(bus: &MemoryBus, records: &[Telemetry]) {
-    let codec = TelemetryCodec::global();
-    let records = records
-        .iter()
-        .map(|r| Record {
-            key: r.bus_key().into(),
-            value: codec.encode(r).unwrap().into(),
-            timestamp_ms: 0,
-        })
-        .collect();
-    bus.produce(topics::TELEMETRY, records).await.unwrap();
-}
-
 /// A sink that commits every few readings, so that partitions gather many small files.
 fn sink_config(lake: &Lake) -> ColdSinkConfig {
     ColdSinkConfig {
@@ -59,11 +32,6 @@ fn sink_config(lake: &Lake) -> ColdSinkConfig {
         batch_max_age: Duration::from_millis(20),
         ..ColdSinkConfig::new(lake.clone())
     }
-}
-
-async fn count(lake: &Lake, sql_text: &str) -> i64 {
-    let batches = sql::query(lake, sql_text).await.unwrap();
-    batches[0].column(0).as_primitive::<Int64Type>().value(0)
 }
 
 /// `(tenant, date) -> (rows, sum of seq)`: what queries see.
@@ -116,7 +84,7 @@ fn files_on_disk(dir: &std::path::Path) -> BTreeMap<String, usize> {
 async fn small_files_are_compacted_and_expired_partitions_go_without_changing_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::parse(dir.path().to_str().unwrap()).unwrap();
-    let bus = bus().await;
+    let bus = telemetry_bus(2).await;
     let mut records = Vec::new();
     for (i, day) in [0, 1, 5].into_iter().cycle().take(600).enumerate() {
         let tenant = if i % 2 == 0 { "t0" } else { "t1" };
@@ -189,7 +157,7 @@ async fn small_files_are_compacted_and_expired_partitions_go_without_changing_th
 async fn compaction_while_a_sink_writes_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::parse(dir.path().to_str().unwrap()).unwrap();
-    let bus = bus().await;
+    let bus = telemetry_bus(2).await;
     let sink = ColdSink::start(sink_config(&lake), Arc::new(bus.clone()))
         .await
         .unwrap();
