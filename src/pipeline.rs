@@ -184,7 +184,8 @@ impl Pipeline {
         let stop_http = CancellationToken::new();
         let mut router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ready" }));
+            .route("/readyz", get(|| async { "ready" }))
+            .route("/v1/openapi.json", get(openapi));
         // SQL over the lake, scoped to the caller's tenant, on every process that knows the lake.
         let api_tokens: Arc<dyn weir_common::http::Tokens> = Arc::new(ApiTokens {
             registry: registry.clone(),
@@ -530,6 +531,17 @@ impl AlertConfig for RegistryAlerts {
         self.0.tenant(tenant)?.webhook.clone()
     }
 }
+
+/// The OpenAPI document of every route, whichever roles this process runs.
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
+/// The HTTP API, described for clients and code generators (`GET /v1/openapi.json`).
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Devices' standing, from the registry: deleted devices' twins go, disabled and revoked ones
 /// are not judged silent.

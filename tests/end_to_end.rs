@@ -1103,3 +1103,107 @@ async fn alerts_reach_the_api_and_the_tenants_webhook() {
     );
     pipeline.stop().await.unwrap();
 }
+
+/// The paths the code routes (`.route("PATH", ...)` in the crates that serve HTTP).
+fn routed_paths() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &std::path::Path, out: &mut std::collections::BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if name != "tests" {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".rs") && name != "tests.rs" {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (at, _) in text.match_indices(".route(") {
+                    let rest = text[at + ".route(".len()..].trim_start();
+                    if let Some(quoted) = rest.strip_prefix('"') {
+                        let end = quoted.find('"').unwrap();
+                        out.insert(quoted[..end].to_owned());
+                    }
+                }
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = std::collections::BTreeSet::new();
+    for dir in ["src", "ingest/src", "processor/src", "sinks/src"] {
+        walk(&root.join(dir), &mut out);
+    }
+    out
+}
+
+/// `GET /v1/openapi.json` describes every route and method the process serves, and no other:
+/// every path in the code is in the document, every documented operation is routed (it answers
+/// anything but the router's `no_route` or 405), and every method the document leaves out of a
+/// path is refused with 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = start(dir.path(), args()).await;
+    let base = pipeline.url();
+    let answer = reqwest::get(base.join("v1/openapi.json").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let document: Value = answer.json().await.unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().unwrap();
+    let documented: std::collections::BTreeSet<String> = paths.keys().cloned().collect();
+    assert_eq!(
+        documented,
+        routed_paths(),
+        "documented paths = routed paths"
+    );
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let methods = ["get", "post", "put", "patch", "delete"];
+    for (path, item) in paths {
+        let concrete = path
+            .replace("{slot}", "primary")
+            .replace("{network}", "chirpstack")
+            .replace("{id}", "no-such-thing");
+        let url = base.join(concrete.trim_start_matches('/')).unwrap();
+        for method in methods {
+            let operation = item.get(method);
+            if let Some(operation) = operation {
+                assert!(
+                    operation["operationId"].is_string() && operation["responses"].is_object(),
+                    "{method} {path}: operationId and responses"
+                );
+            }
+            let request = client
+                .request(method.to_uppercase().parse().unwrap(), url.clone())
+                .bearer_auth("test-token")
+                .header("content-type", "application/json")
+                .body("{}");
+            let answer = match request.send().await {
+                Ok(answer) => answer,
+                // A stream that stays open: routed.
+                Err(e) if e.is_timeout() => {
+                    assert!(operation.is_some(), "{method} {path} is not documented");
+                    continue;
+                }
+                Err(e) => panic!("{method} {path}: {e}"),
+            };
+            let status = answer.status().as_u16();
+            let body = answer.text().await.unwrap_or_default();
+            let unrouted = status == 405 || (status == 404 && body.contains("no_route"));
+            match operation {
+                Some(_) => assert!(
+                    !unrouted,
+                    "{method} {path} is documented, not routed: {status} {body}"
+                ),
+                None => assert_eq!(
+                    status, 405,
+                    "{method} {path} is routed, not documented: {body}"
+                ),
+            }
+        }
+    }
+    pipeline.stop().await.unwrap();
+}
