@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_common::bus::{Bus, MemoryBus, Poll, Record, TopicSpec, partition_for_key};
+use weir_common::bus::{Bus, MemoryBus, Record, TopicSpec, partition_for_key};
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
 use weir_schemas::{Telemetry, TelemetryCodec};
@@ -84,38 +84,62 @@ pub(crate) async fn telemetry_bus() -> MemoryBus {
     bus
 }
 
+/// A processor running on a bus, as the tests start and stop it.
+pub(crate) struct Running {
+    pub counters: Arc<crate::ProcessorCounters>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), crate::ProcessorError>>,
+}
+
+impl Running {
+    pub async fn start(bus: &MemoryBus, config: ProcessorConfig) -> Running {
+        let processor = Processor::start(config, Arc::new(bus.clone()))
+            .await
+            .unwrap();
+        let counters = processor.counters();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(processor.run(stop.clone()));
+        Running {
+            counters,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops it cleanly: it drains, publishes and commits.
+    pub async fn stop(self) -> Arc<crate::ProcessorCounters> {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+        self.counters
+    }
+
+    /// Kills it without a word: no drain, no final commit.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
 /// A processor reads `readings`, evicts and commits after its last batch, then dies without a
 /// word: no drain, no final commit.
 async fn crash_after(bus: &MemoryBus, readings: &[Telemetry]) {
-    let processor = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters = processor.counters();
-    let task = tokio::spawn(processor.run(CancellationToken::new()));
+    let running = Running::start(bus, config()).await;
     produce(bus, &Topics::default().telemetry(), readings).await;
-    wait_until_seen(&counters, readings.len()).await;
+    wait_until_seen(&running.counters, readings.len()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    task.abort();
-    let _ = task.await;
+    running.kill().await;
 }
 
 /// A processor takes over from the commits there are, reads `readings` too, and stops
 /// cleanly half a second later.
 async fn run_a_while(bus: &MemoryBus, readings: &[Telemetry]) -> Arc<crate::ProcessorCounters> {
-    let processor = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters = processor.counters();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(processor.run(stop.clone()));
+    let running = Running::start(bus, config()).await;
     produce(bus, &Topics::default().telemetry(), readings).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
-    counters
+    running.stop().await
 }
 
-async fn produce(bus: &MemoryBus, topic: &str, records: &[Telemetry]) {
+pub(crate) async fn produce(bus: &MemoryBus, topic: &str, records: &[Telemetry]) {
     let codec = TelemetryCodec::global();
     let records = records
         .iter()
@@ -208,24 +232,17 @@ pub(crate) async fn read_topic<T: serde::de::DeserializeOwned>(
 
 /// Every record of a topic retained now, as (key, bytes), tombstones included.
 pub(crate) async fn read_raw(bus: &MemoryBus, topic: &str) -> Vec<(String, bytes::Bytes)> {
-    let group = weir_common::bus::conformance::unique("check");
-    let mut reader = bus.subscribe(topic, &group).await.unwrap();
     let mut out = Vec::new();
-    loop {
-        match reader
-            .poll(10_000, Duration::from_millis(300))
-            .await
-            .unwrap()
-        {
-            Poll::Messages(messages) => {
-                for m in messages {
-                    out.push((String::from_utf8_lossy(&m.key).into_owned(), m.value));
-                }
-            }
-            Poll::Idle => return out,
-            _ => {}
-        }
-    }
+    let whole = weir_common::bus::read_to_end(bus, topic, "check", Duration::from_secs(10), |m| {
+        out.push((
+            String::from_utf8_lossy(&m.key).into_owned(),
+            m.value.clone(),
+        ));
+    })
+    .await
+    .unwrap();
+    assert!(whole, "{topic} read to its end");
+    out
 }
 
 /// The last value of every key of a topic, as compaction keeps it.

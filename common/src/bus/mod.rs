@@ -246,7 +246,14 @@ pub async fn follow(
     Ok(())
 }
 
-async fn take(sub: &mut dyn Subscription, messages: &[Message], apply: &mut impl FnMut(&Message)) {
+/// Hands each of `messages` to `apply`, then commits past them, best effort: for readers of
+/// whole topics, whose state lives in memory and who commit only so that the log may let
+/// records go.
+pub async fn take(
+    sub: &mut dyn Subscription,
+    messages: &[Message],
+    apply: &mut impl FnMut(&Message),
+) {
     let mut next: Vec<(Partition, Offset)> = Vec::new();
     for m in messages {
         apply(m);

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use weir_common::bus::{Bus, BusError, Message, Partition, Poll, Record, Subscription, TopicSpec};
+use weir_common::bus::{Bus, BusError, Message, Poll, Record, Subscription, TopicSpec, take};
 use weir_common::topics::Topics;
 use weir_schemas::alerts::AlertEvent;
 
@@ -98,25 +98,17 @@ impl Latest {
     }
 
     async fn take(&mut self, messages: &[Message]) {
-        let mut next: Vec<(Partition, u64)> = Vec::new();
-        for m in messages {
+        let events = &mut self.events;
+        take(self.sub.as_mut(), messages, &mut |m| {
             match serde_json::from_slice::<AlertEvent>(&m.value) {
                 Ok(event) => {
-                    self.events.insert(event.key(), event);
+                    events.insert(event.key(), event);
                 }
                 Err(error) => {
                     tracing::warn!(partition = m.partition, offset = m.offset, %error, "skipping an alert event that does not parse");
                 }
             }
-            match next.iter_mut().find(|(p, _)| *p == m.partition) {
-                Some((_, offset)) => *offset = (*offset).max(m.offset + 1),
-                None => next.push((m.partition, m.offset + 1)),
-            }
-        }
-        // Only so that the log may let records go (the embedded bus keeps them for every
-        // live group): a failed commit is made good by the next one.
-        if let Err(error) = self.sub.commit(&next).await {
-            tracing::debug!(%error, "could not commit the alerts read");
-        }
+        })
+        .await;
     }
 }

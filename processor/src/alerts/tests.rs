@@ -4,17 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_common::bus::{Bus, MemoryBus, Record};
+use weir_common::bus::{Bus, MemoryBus};
 use weir_common::http::Scope;
 use weir_common::shutdown::CancellationToken;
 use weir_common::topics::Topics;
+use weir_schemas::Telemetry;
 use weir_schemas::alerts::{AlertEvent, AlertRule, AlertState};
-use weir_schemas::{Telemetry, TelemetryCodec};
 
 use super::view::Listing;
 use super::{AlertView, MemoryAlertConfig};
+use crate::tests::Running;
 use crate::twins::{Fleet, Standing};
-use crate::{Processor, ProcessorConfig, ProcessorCounters};
+use crate::{ProcessorConfig, ProcessorCounters};
 
 const SEC: i64 = 1_000_000;
 /// On a minute boundary.
@@ -77,18 +78,7 @@ async fn bus() -> MemoryBus {
 }
 
 async fn produce(bus: &MemoryBus, records: &[Telemetry]) {
-    let codec = TelemetryCodec::global();
-    let records = records
-        .iter()
-        .map(|r| Record {
-            key: r.bus_key().into(),
-            value: codec.encode(r).unwrap().into(),
-            timestamp_ms: r.event_time / 1000,
-        })
-        .collect();
-    bus.produce(&Topics::default().telemetry(), records)
-        .await
-        .unwrap();
+    crate::tests::produce(bus, &Topics::default().telemetry(), records).await;
 }
 
 async fn wait_until_seen(counters: &ProcessorCounters, n: usize) {
@@ -143,17 +133,12 @@ async fn a_hot_room_raises_once_and_clears_once() {
         .await
         .unwrap();
 
-    let processor = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters = processor.counters();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(processor.run(stop.clone()));
+    let processor = Running::start(&bus, config()).await;
+    let counters = processor.counters.clone();
     let all = readings(0, 420);
     produce(&bus, &all).await;
     wait_until_seen(&counters, all.len()).await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    processor.stop().await;
 
     assert_one_episode(&published(&bus).await);
     assert_eq!(
@@ -194,10 +179,7 @@ async fn a_restarted_processor_does_not_raise_the_same_alert_again() {
     let (first, second) = (readings(0, 200), readings(200, 420));
 
     // A raises the alert, then dies without a word: no drain, no final commit.
-    let a = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let task = tokio::spawn(a.run(CancellationToken::new()));
+    let a = Running::start(&bus, config()).await;
     produce(&bus, &first).await;
     for _ in 0..200 {
         if !published(&bus).await.is_empty() {
@@ -206,23 +188,17 @@ async fn a_restarted_processor_does_not_raise_the_same_alert_again() {
     }
     // Let A commit after the last batch it processed.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    task.abort();
-    let _ = task.await;
+    a.kill().await;
     let raised = published(&bus).await;
     assert_eq!(raised.len(), 1);
     assert_eq!(raised[0].state, AlertState::Raised);
 
     // B takes over from A's commits, replays the hot panes, and carries on.
-    let b = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters_b = b.counters();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(b.run(stop.clone()));
+    let b = Running::start(&bus, config()).await;
+    let counters_b = b.counters.clone();
     produce(&bus, &second).await;
     wait_until_seen(&counters_b, second.len()).await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    b.stop().await;
     assert!(
         counters_b.seen() > second.len() as u64,
         "B replayed some of what A had read"
@@ -230,15 +206,10 @@ async fn a_restarted_processor_does_not_raise_the_same_alert_again() {
     assert_one_episode(&published(&bus).await);
 
     // C replays again after a clean stop: nothing new.
-    let c = Processor::start(config(), Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters_c = c.counters();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(c.run(stop.clone()));
+    let c = Running::start(&bus, config()).await;
+    let counters_c = c.counters.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    c.stop().await;
     assert!(counters_c.seen() > 0, "C replayed");
     assert_one_episode(&published(&bus).await);
 }
@@ -259,12 +230,8 @@ async fn device_rules_follow_the_twins() {
         alerts: Some(Arc::new(MemoryAlertConfig::new(rules))),
         ..config()
     };
-    let processor = Processor::start(config, Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters = processor.counters();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(processor.run(stop.clone()));
+    let processor = Running::start(&bus, config).await;
+    let counters = processor.counters.clone();
     // Two readings a minute apart, received long ago: both devices are silent at once.
     let reading = |device: &str, t: i64, battery: f64| {
         let mut r = Telemetry::new("fabrikam", "b1", device, 0, t, "test");
@@ -294,8 +261,7 @@ async fn device_rules_follow_the_twins() {
             break;
         }
     }
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    processor.stop().await;
 
     let mut seen: Vec<(String, String, AlertState)> = published(&bus)
         .await
@@ -342,12 +308,8 @@ async fn devices_deleted_or_disabled_clear_their_alerts() {
         fleet_interval: Duration::from_millis(50),
         ..config()
     };
-    let processor = Processor::start(config, Arc::new(bus.clone()))
-        .await
-        .unwrap();
-    let counters = processor.counters();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(processor.run(stop.clone()));
+    let processor = Running::start(&bus, config).await;
+    let counters = processor.counters.clone();
     // Readings a minute apart, long ago: every device is silent at once.
     let devices = ["deleted", "disabled", "kept"];
     let old: Vec<Telemetry> = devices
@@ -382,8 +344,7 @@ async fn devices_deleted_or_disabled_clear_their_alerts() {
     until(5).await;
     // Long enough for silence to be judged again several times.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    processor.stop().await;
 
     let mut seen: Vec<(String, AlertState)> = published(&bus)
         .await
