@@ -164,22 +164,23 @@ done
 # ...and the windows: a processor publishes a minute once its partition's watermark has passed
 # it, retrying through the broker's outage, and one that took partitions over first reads where
 # its predecessor stopped. Stopping the roles while that is under way would leave nothing to
-# check: wait (up to a minute) until the aggregates sink has written some minutes.
-minutes() {
-  "$WEIR_BIN" sql --lake "$WORK/lake" --format csv "SELECT count(*) AS n FROM building_aggregates" | tail -n 1
+# check: wait (up to a minute) until reconcile finds published minutes.
+reconcile() {
+  "$WEIR_BIN" reconcile --kafka "127.0.0.1:$PORT" --topic-prefix "$PREFIX" \
+    --lake "$WORK/lake" --accepted "$ACCEPTED"
 }
-for _ in $(seq 1 30); do
-  if [ "$(minutes)" -gt 0 ]; then break; fi
-  sleep 2
+for _ in $(seq 1 12); do
+  line=$(reconcile 2>/dev/null || true)
+  if [ -n "$line" ] && [[ "$line" != *none-published* ]]; then break; fi
+  sleep 5
 done
-log "lake holds $(count) readings and $(minutes) rows of minute windows; stopping the roles"
+log "lake holds $(count) readings; stopping the roles"
 for name in "${!PIDS[@]}"; do kill -TERM "${PIDS[$name]}" 2>/dev/null || true; done
 for name in "${!PIDS[@]}"; do wait "${PIDS[$name]}" 2>/dev/null || true; done
 PIDS=()
 
 set +e
-LINE=$("$WEIR_BIN" reconcile --kafka "127.0.0.1:$PORT" --topic-prefix "$PREFIX" \
-  --lake "$WORK/lake" --accepted "$ACCEPTED" 2>"$WORK/reconcile.json")
+LINE=$(reconcile 2>"$WORK/reconcile.json")
 STATUS=$?
 set -e
 if [ "$STATUS" -ne 0 ]; then
