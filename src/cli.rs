@@ -89,10 +89,17 @@ pub struct PipelineArgs {
     #[arg(long, env = "WEIR_KAFKA_DELIVERY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub kafka_delivery_timeout: Duration,
 
-    /// Lake location: a directory or an object-store URL (`file:///…`, `memory://name`).
+    /// Lake location: a directory or an object-store URL (`file:///…`, `memory://name`,
+    /// `s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix`).
     /// Defaults to `<data-dir>/lake`.
     #[arg(long, env = "WEIR_LAKE")]
     pub lake: Option<String>,
+
+    /// A setting of the lake's object store, `KEY=VALUE` (repeatable): `aws_endpoint`,
+    /// `aws_access_key_id`, `azure_storage_account_key`, `google_service_account`, ... The
+    /// store's usual environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`) are read too.
+    #[arg(long, env = "WEIR_LAKE_OPTION", value_delimiter = ',')]
+    pub lake_option: Vec<String>,
 
     /// Partitions of the `telemetry` topic.
     #[arg(long, env = "WEIR_PARTITIONS", default_value_t = 8)]
@@ -328,6 +335,10 @@ pub struct SqlArgs {
     #[arg(long, env = "WEIR_LAKE", default_value = "weir-data/lake")]
     pub lake: String,
 
+    /// A setting of the lake's object store, `KEY=VALUE` (repeatable).
+    #[arg(long, env = "WEIR_LAKE_OPTION", value_delimiter = ',')]
+    pub lake_option: Vec<String>,
+
     /// How to print the result.
     #[arg(long, env = "WEIR_FORMAT", value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -367,6 +378,10 @@ pub struct ReconcileArgs {
     /// The run's lake.
     #[arg(long, env = "WEIR_LAKE")]
     pub lake: String,
+
+    /// A setting of the lake's object store, `KEY=VALUE` (repeatable).
+    #[arg(long, env = "WEIR_LAKE_OPTION", value_delimiter = ',')]
+    pub lake_option: Vec<String>,
 
     /// Readings the devices were told were accepted (the simulator's `accepted`).
     #[arg(long)]

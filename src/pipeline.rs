@@ -35,6 +35,7 @@ use weir_processor::alerts::{AlertConfig, AlertView, WebhookDelivery};
 use weir_processor::dead_letters::{self, DeadLetters};
 use weir_processor::twins::SilenceRule;
 use weir_processor::{Processor, ProcessorConfig, WarmView};
+use weir_sinks::lake::store::parse_options;
 use weir_sinks::{
     AggregatesSink, AggregatesSinkConfig, ColdSink, ColdSinkConfig, Lake, MaintenanceConfig,
     Retention,
@@ -145,7 +146,7 @@ impl Pipeline {
             Some(lake) => lake.clone(),
             None => data_dir.join("lake").display().to_string(),
         };
-        let lake = Lake::parse(&lake_location)?;
+        let lake = Lake::connect(&lake_location, &parse_options(&args.lake_option)?)?;
         let operator_token = match &args.operator_token {
             Some(token) => token.clone(),
             None => operator_token(data_dir)?,

@@ -216,13 +216,39 @@ fn sql_errors_name_the_problem() {
         "{}",
         text(&out.stderr)
     );
-    let out = weir(&["sql", "--lake", "s3://bucket/lake", "SELECT 1"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("not supported"),
-        "{}",
-        text(&out.stderr)
-    );
+    // A lake URL or store setting that cannot work is refused before anything runs.
+    let refused = [
+        (
+            vec!["--lake", "ftp://host/lake"],
+            "`ftp` is not supported (supported: file",
+        ),
+        (
+            vec!["--lake", "s3://bucket/lake", "--lake-option", "aws_nope=1"],
+            "`aws_nope` is not a setting of the S3 store",
+        ),
+        (
+            vec!["--lake", "s3://bucket/lake", "--lake-option", "aws_region"],
+            "lake option `aws_region` is not KEY=VALUE",
+        ),
+        (
+            vec![
+                "--lake",
+                lake.to_str().unwrap(),
+                "--lake-option",
+                "aws_region=x",
+            ],
+            "takes none",
+        ),
+    ];
+    for (args, message) in refused {
+        let out = weir(&[&["sql"], &args[..], &["SELECT 1"]].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(message),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -384,4 +410,102 @@ fn up_stops_cleanly_on_sigterm_and_loses_nothing() {
     let lake = data.join("lake");
     let out = count_rows(lake.to_str().unwrap());
     assert_eq!(text(&out.stdout), format!("n\n{accepted}\n"));
+}
+
+/// The shell on a real terminal: `script` (util-linux) runs `weir sql` on a pseudo-terminal.
+/// Each key sequence is sent only once the shell has drawn its next prompt, that is, once the
+/// terminal is in raw mode again.
+#[test]
+fn the_sql_shell_edits_lines_and_recalls_history_on_a_terminal() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let home = tempfile::tempdir().unwrap();
+    let lake = home.path().join("lake");
+    let command = format!(
+        "{} sql --lake {}",
+        env!("CARGO_BIN_EXE_weir"),
+        lake.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("HOME", home.path())
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let output = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let collected = output.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+            collected
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut seen = 0;
+    // Waits for `needles`, in order, in what the terminal showed since the last wait.
+    let mut expect = |needles: &[&str]| {
+        for needle in needles {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let text = output.lock().unwrap().clone();
+                if let Some(at) = text[seen..].find(needle) {
+                    seen += at + needle.len();
+                    break;
+                }
+                assert!(Instant::now() < deadline, "no {needle:?} in:\n{text}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    let mut send = |keys: &str| {
+        stdin.write_all(keys.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    };
+
+    expect(&["weir> "]);
+    send("SELECT 40 + 2 AS n;\r");
+    expect(&["| 42 |", "weir> "]);
+    // ↑ recalls the statement; Enter runs it again.
+    send("\x1b[A\r");
+    expect(&["| 42 |", "weir> "]);
+    // A statement over three lines, one of them a comment; edited with ← before running.
+    send("SELECT 1\r");
+    expect(&["   -> "]);
+    send("  -- the answer\r");
+    expect(&["   -> "]);
+    send(" AS m;\x1b[Dx\r");
+    expect(&["| mx |", "weir> "]);
+    // Recalled whole, line breaks and all; a comment does not swallow the lines after it.
+    send("\x1b[A");
+    expect(&["↵"]);
+    send("\r");
+    expect(&["| mx |", "weir> "]);
+    // Ctrl-C drops the line being typed.
+    send("SELECT nonsense\x03");
+    expect(&["^C", "weir> "]);
+    send("\\q\r");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "\\q did not end the shell");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let shown = output.lock().unwrap().clone();
+    assert!(status.success(), "{shown}");
+    assert!(!shown.contains("nonsense\r\n+"), "{shown}");
+    let history = std::fs::read_to_string(home.path().join(".weir_sql_history")).unwrap();
+    assert_eq!(
+        history, "SELECT 40 + 2 AS n;\nSELECT 1\\n  -- the answer\\n AS mx;\n\\\\q\n",
+        "one line per entry, the repeated ones once, `\\` and line breaks escaped"
+    );
 }

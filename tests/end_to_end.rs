@@ -26,6 +26,7 @@ fn args() -> PipelineArgs {
         topic_prefix: String::new(),
         instance_id: None,
         lake: None,
+        lake_option: Vec::new(),
         partitions: 4,
         operator_token: Some("test-token".into()),
         max_body_bytes: 1024 * 1024,

@@ -10,10 +10,10 @@
 //! `tenant` column: that is what tenant-scoped SQL filters on.
 
 pub mod aggregates;
+pub mod store;
 pub mod telemetry;
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::StructType;
@@ -21,8 +21,9 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use object_store::ObjectStore;
-use object_store::memory::InMemory;
 use url::Url;
+
+use store::Cloud;
 
 pub use aggregates::{
     BUILDING_AGGREGATES, BUILDING_AGGREGATES_PARTITIONS, BUILDING_AGGREGATES_TABLE,
@@ -50,8 +51,16 @@ pub struct TableLayout {
 pub enum LakeError {
     #[error("`{0}` is neither a URL nor a path: {1}")]
     InvalidLocation(String, String),
-    #[error("lake URL scheme `{0}` is not supported by this build (supported: file, memory)")]
+    #[error("lake URL scheme `{0}` is not supported (supported: {schemes})", schemes = store::SCHEMES)]
     UnsupportedScheme(String),
+    #[error("lake option `{0}` is not KEY=VALUE")]
+    MalformedOption(String),
+    #[error("`{key}` is not a setting of the {store} store")]
+    UnknownOption { store: &'static str, key: String },
+    #[error("lake options configure S3, Azure and GCS stores; the lake {0} takes none")]
+    OptionsWithoutStore(String),
+    #[error("cannot set up the object store of {url}: {message}")]
+    Store { url: String, message: String },
     #[error("cannot create the lake directory {0}: {1}")]
     CreateDir(String, std::io::Error),
     #[error("lake table `{table}`: {source}")]
@@ -86,9 +95,9 @@ pub enum LakeError {
 pub struct Lake {
     /// Root URL, always ending in `/`.
     url: Url,
-    /// The store of `memory://` lakes: one per URL per process, so that the sink and SQL of one
-    /// process see the same data.
-    memory: Option<Arc<dyn ObjectStore>>,
+    /// The store at the root of the URL (a bucket, a container, a process's memory); `None`
+    /// for a local directory, which Delta opens itself.
+    store: Option<Arc<dyn ObjectStore>>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -97,13 +106,16 @@ impl std::fmt::Debug for Lake {
     }
 }
 
-static MEMORY_LAKES: LazyLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> =
-    LazyLock::new(Default::default);
-
 impl Lake {
     /// Parses a lake location: a URL (`file:///var/lib/weir/lake`, `memory://demo`) or a path.
     /// A local directory is created if missing.
     pub fn parse(location: &str) -> Result<Lake, LakeError> {
+        Lake::connect(location, &[])
+    }
+
+    /// A lake at `location` (a path, or a URL of any scheme in [`store::SCHEMES`]), its object
+    /// store configured by the environment and `options` (see [`store`]).
+    pub fn connect(location: &str, options: &[(String, String)]) -> Result<Lake, LakeError> {
         let invalid = |e: String| LakeError::InvalidLocation(location.to_owned(), e);
         let mut url = match Url::parse(location) {
             Ok(url) if url.scheme().len() > 1 => url,
@@ -117,7 +129,11 @@ impl Lake {
         if !url.path().ends_with('/') {
             url.set_path(&format!("{}/", url.path()));
         }
-        let memory = match url.scheme() {
+        let cloud = Cloud::of_scheme(url.scheme());
+        if cloud.is_none() && !options.is_empty() {
+            return Err(LakeError::OptionsWithoutStore(url.to_string()));
+        }
+        let store = match url.scheme() {
             "file" => {
                 let path = url
                     .to_file_path()
@@ -126,16 +142,13 @@ impl Lake {
                     .map_err(|e| LakeError::CreateDir(path.display().to_string(), e))?;
                 None
             }
-            "memory" => {
-                let mut lakes = MEMORY_LAKES.lock().unwrap_or_else(|e| e.into_inner());
-                let store = lakes
-                    .entry(url.to_string())
-                    .or_insert_with(|| Arc::new(InMemory::new()));
-                Some(store.clone())
-            }
-            other => return Err(LakeError::UnsupportedScheme(other.to_owned())),
+            "memory" => Some(store::memory_store(&url)),
+            scheme => match cloud {
+                Some(cloud) => Some(store::cloud_store(cloud, &url, options)?),
+                None => return Err(LakeError::UnsupportedScheme(scheme.to_owned())),
+            },
         };
-        Ok(Lake { url, memory })
+        Ok(Lake { url, store })
     }
 
     pub fn url(&self) -> &Url {
@@ -153,7 +166,7 @@ impl Lake {
     fn builder(&self, table: &str) -> Result<DeltaTableBuilder, LakeError> {
         let url = self.table_url(table);
         let builder = DeltaTableBuilder::from_url(url.clone()).map_err(|e| delta(table, e))?;
-        Ok(match &self.memory {
+        Ok(match &self.store {
             Some(store) => builder.with_storage_backend(store.clone(), url),
             None => builder,
         })

@@ -8,7 +8,9 @@
 //! table before or after it, never both sets of files and never neither. Retention removes
 //! whole partitions the same way. The files either leaves behind stay on storage, for readers
 //! still on an older version and for time travel, until vacuum deletes them once they have
-//! been unreferenced for `vacuum_after`.
+//! been unreferenced for `vacuum_after`. Vacuum also deletes orphans, files that no commit
+//! ever added (a sink or a compaction that died, or lost, before its commit), once they are a
+//! day old.
 //!
 //! Compaction and the sinks' commits do not conflict (appends only add files; compaction only
 //! removes files it read), so ingestion goes on while a partition is rewritten. Two processes
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
+use deltalake::operations::vacuum::VacuumMode;
 use deltalake::{DeltaTable, FilterOp, FilterValue};
 use weir_common::shutdown::CancellationToken;
 
@@ -281,6 +284,7 @@ async fn vacuum(
     table: DeltaTable,
     report: &mut MaintenanceReport,
 ) -> Result<DeltaTable, LakeError> {
+    // First the files the log removed (compacted, expired) at least `vacuum_after` ago.
     let period = chrono::Duration::from_std(config.vacuum_after).unwrap_or(chrono::Duration::MAX);
     let (table, metrics) = table
         .vacuum()
@@ -290,8 +294,24 @@ async fn vacuum(
         .await
         .map_err(|e| delta(layout.name, e))?;
     report.files_vacuumed += metrics.files_deleted.len() as u64;
+    // Then orphans: files no commit ever added, left by a sink that died between writing a
+    // file and committing it. Only storage knows them, so this lists the table's files; and a
+    // file is an orphan only once no sink can still be about to commit it.
+    let orphan_age = period.max(ORPHAN_MIN_AGE);
+    let (table, metrics) = table
+        .vacuum()
+        .with_mode(VacuumMode::Full)
+        .with_retention_period(orphan_age)
+        .with_enforce_retention_duration(false)
+        .await
+        .map_err(|e| delta(layout.name, e))?;
+    report.files_vacuumed += metrics.files_deleted.len() as u64;
     Ok(table)
 }
+
+/// Age past which a file no commit refers to is deleted, whatever `vacuum_after` says: far
+/// longer than a sink takes between writing a file and committing it.
+const ORPHAN_MIN_AGE: chrono::Duration = chrono::Duration::hours(24);
 
 #[cfg(test)]
 mod tests;

@@ -131,8 +131,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     print_results(&report);
     print_aggregates(&view, &buildings);
     println!("\nquery the lake:");
+    let options: String = args
+        .pipeline
+        .lake_option
+        .iter()
+        .map(|option| format!(" --lake-option {}", redacted(option)))
+        .collect();
     println!(
-        "  weir sql --lake {} \"SELECT tenant, count(*) AS readings, avg(temperature) FROM telemetry GROUP BY tenant\"",
+        "  weir sql --lake {}{options} \"SELECT tenant, count(*) AS readings, avg(temperature) FROM telemetry GROUP BY tenant\"",
         report.lake
     );
     if !load.sample_errors.is_empty() {
@@ -257,5 +263,18 @@ fn print_aggregates(view: &weir_processor::WarmView, buildings: &[(String, Strin
             mean(v, Measure::Co2),
             mean(v, Measure::Occupancy),
         );
+    }
+}
+
+/// A lake option to print: the value of anything that looks like a credential left out.
+fn redacted(option: &str) -> String {
+    let (key, _) = option.split_once('=').unwrap_or((option, ""));
+    let secret = ["secret", "key", "token", "sas", "password", "credential"]
+        .iter()
+        .any(|word| key.to_ascii_lowercase().contains(word));
+    if secret {
+        format!("{key}=…")
+    } else {
+        option.to_owned()
     }
 }

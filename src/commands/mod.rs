@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod demo;
+mod line_editor;
 mod reconcile;
 mod role;
 mod simulate;

@@ -8,6 +8,7 @@ use weir_common::bus::KafkaBus;
 use weir_common::topics::Topics;
 use weir_loadtest::{aggregates, reconcile};
 use weir_sinks::Lake;
+use weir_sinks::lake::store::parse_options;
 
 use crate::cli::ReconcileArgs;
 use crate::pipeline::kafka_config;
@@ -24,7 +25,7 @@ struct Outcome {
 }
 
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
-    let lake = Lake::parse(&args.lake)?;
+    let lake = Lake::connect(&args.lake, &parse_options(&args.lake_option)?)?;
     let counted = reconcile::count(&lake).await?;
     let bus = KafkaBus::connect(kafka_config(&args.kafka, &args.kafka_option)?).await?;
     let topics = Topics::with_prefix(args.topic_prefix);

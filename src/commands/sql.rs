@@ -1,7 +1,7 @@
 //! `weir sql`: one statement over the lake, or many read from standard input: an interactive
 //! shell on a terminal, a script otherwise.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -9,12 +9,14 @@ use anyhow::Context;
 use arrow::datatypes::SchemaRef;
 use weir_sinks::Lake;
 use weir_sinks::lake::TABLES;
+use weir_sinks::lake::store::parse_options;
 use weir_sinks::sql::{self, OutputFormat, QueryOptions, QueryResult};
 
 use crate::cli::{Format, SqlArgs};
+use crate::commands::line_editor::{LineEditor, ReadLine};
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
-    let lake = Lake::parse(&args.lake)?;
+    let lake = Lake::connect(&args.lake, &parse_options(&args.lake_option)?)?;
     if args.format == Format::Parquet && args.output.is_none() {
         anyhow::bail!("--format parquet writes a file: name it with --output FILE");
     }
@@ -54,7 +56,9 @@ Statements end with `;` and may span lines. Read-only: SELECT, WITH, EXPLAIN, SH
   \\format FORMAT  table, csv or json
   \\?              this help
   \\q              quit (or Ctrl-D)
-EXPLAIN SELECT ... shows the plan, with the tenant and date filters that prune partitions.";
+EXPLAIN SELECT ... shows the plan, with the tenant and date filters that prune partitions.
+Keys: ↑ ↓ history (kept in ~/.weir_sql_history), ← → Home End, Ctrl-A Ctrl-E Ctrl-U Ctrl-K
+Ctrl-W, Ctrl-L clears the screen, Ctrl-C drops the statement being typed.";
 
 impl Session {
     /// Runs one statement and prints (or writes) its result; says what went wrong otherwise.
@@ -114,38 +118,34 @@ impl Session {
 
     /// Reads statements from standard input until it ends or `\q`. Exits 1 if any failed.
     async fn read_statements(&mut self) -> anyhow::Result<ExitCode> {
-        let interactive = std::io::stdin().is_terminal();
-        let mut history = interactive.then(History::open).flatten();
-        if interactive {
+        let mut input = if std::io::stdin().is_terminal() {
             println!(
                 "weir sql on {} — statements end with `;`, \\? for help",
                 self.lake.url()
             );
-        }
+            Input::Terminal(LineEditor::open())
+        } else {
+            Input::Script(std::io::stdin().lock().lines())
+        };
         let mut failed = false;
         let mut buffer = String::new();
-        let mut lines = std::io::stdin().lock().lines();
         loop {
-            if interactive {
-                print!(
-                    "{}",
-                    if buffer.is_empty() {
-                        "weir> "
-                    } else {
-                        "   -> "
-                    }
-                );
-                std::io::stdout().flush().ok();
-            }
-            let Some(line) = lines.next() else {
-                break;
+            let prompt = if buffer.is_empty() {
+                "weir> "
+            } else {
+                "   -> "
             };
-            let line = line.context("cannot read standard input")?;
+            let line = match input.read(prompt)? {
+                ReadLine::Line(line) => line,
+                ReadLine::Interrupted => {
+                    buffer.clear();
+                    continue;
+                }
+                ReadLine::Eof => break,
+            };
             let trimmed = line.trim();
             if buffer.is_empty() && trimmed.starts_with('\\') {
-                if let Some(history) = &mut history {
-                    history.add(trimmed);
-                }
+                input.add_history(trimmed);
                 match self.command(trimmed) {
                     Command::Quit => break,
                     Command::Done => {}
@@ -160,9 +160,7 @@ impl Session {
             buffer.push('\n');
             if trimmed.ends_with(';') {
                 let statement = std::mem::take(&mut buffer);
-                if let Some(history) = &mut history {
-                    history.add(statement.trim());
-                }
+                input.add_history(statement.trim());
                 // The result streams to the terminal; the statement is read line by line, so
                 // the lines the reader already holds are not lost.
                 failed |= !self.statement(statement.trim().trim_end_matches(';')).await;
@@ -248,25 +246,27 @@ enum Command {
     Failed,
 }
 
-/// The shell's statements, appended to `~/.weir_sql_history` for the user to find again.
-struct History {
-    file: std::fs::File,
+/// Where statements come from: a terminal, edited line by line with history, or a script.
+enum Input {
+    Terminal(LineEditor),
+    Script(std::io::Lines<std::io::StdinLock<'static>>),
 }
 
-impl History {
-    fn open() -> Option<History> {
-        let path = Path::new(&std::env::var_os("HOME")?).join(".weir_sql_history");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .ok()?;
-        Some(History { file })
+impl Input {
+    fn read(&mut self, prompt: &str) -> anyhow::Result<ReadLine> {
+        match self {
+            Input::Terminal(editor) => editor.read_line(prompt).context("cannot read the terminal"),
+            Input::Script(lines) => match lines.next() {
+                Some(line) => Ok(ReadLine::Line(line.context("cannot read standard input")?)),
+                None => Ok(ReadLine::Eof),
+            },
+        }
     }
 
-    fn add(&mut self, entry: &str) {
-        // Best effort: a full disk does not stop the shell.
-        let _ = writeln!(self.file, "{}", entry.replace('\n', " "));
+    fn add_history(&mut self, entry: &str) {
+        if let Input::Terminal(editor) = self {
+            editor.add_history(entry);
+        }
     }
 }
 

@@ -198,3 +198,50 @@ async fn compaction_while_a_sink_writes_loses_and_doubles_nothing() {
         produced
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_deletes_orphans_once_no_sink_can_still_commit_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::parse(dir.path().to_str().unwrap()).unwrap();
+    let bus = telemetry_bus(1).await;
+    let records: Vec<Telemetry> = (0..50).map(|i| reading("t0", i % 5, i as i64, 0)).collect();
+    produce(&bus, &records).await;
+    let sink = ColdSink::start(sink_config(&lake), Arc::new(bus.clone()))
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    stop.cancel();
+    sink.run(stop).await.unwrap();
+
+    // Files no commit added, as a sink that died before committing leaves them: one written
+    // two days ago, one just now (as if its sink were about to commit it).
+    let partition = dir.path().join("telemetry/tenant=t0/event_date=2025-11-24");
+    let written = std::fs::read_dir(&partition)
+        .unwrap()
+        .flatten()
+        .find(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
+        .unwrap()
+        .path();
+    let old = partition.join("part-00000-orphan-old.zstd.parquet");
+    let new = partition.join("part-00000-orphan-new.zstd.parquet");
+    for orphan in [&old, &new] {
+        std::fs::copy(&written, orphan).unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+
+    let config = MaintenanceConfig {
+        vacuum_after: Duration::ZERO,
+        ..MaintenanceConfig::new(lake.clone())
+    };
+    let report = run_once(&config, utc_date(T0), true).await.unwrap();
+    assert!(!old.exists(), "the old orphan is deleted");
+    assert!(new.exists(), "a file a sink may still commit is kept");
+    assert_eq!(report.files_vacuumed, 1, "{report:?}");
+    assert_eq!(count(&lake, "SELECT count(*) FROM telemetry").await, 50);
+}
