@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let fleet = Arc::new(Fleet::generate(&FleetConfig::default())?);
-    weir::commands::demo::provision(&pipeline.registry, &fleet).await?;
+    weir::commands::run::provision(&pipeline.registry, &fleet).await?;
     let probe_tenant = fleet.devices[0].tenant.clone();
     pipeline
         .registry

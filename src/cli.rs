@@ -35,6 +35,11 @@ pub enum Command {
     /// Run the whole pipeline end to end: start it, drive it with simulated devices, stop it
     /// cleanly, and check that every accepted reading is in the lake.
     Demo(DemoArgs),
+    /// Load-test the pipeline: start it (on the embedded bus, or over --kafka), drive it with
+    /// simulated devices, drain it, then check every acknowledged reading and every published
+    /// window against the lake. Writes a JSON report and an SVG chart; exits 1 on any loss,
+    /// duplicate or mismatch.
+    Loadtest(LoadtestArgs),
     /// Send simulated readings to a running gateway.
     Simulate(SimulateArgs),
     /// Query the lake with SQL (DataFusion). The table of readings is `telemetry`.
@@ -311,6 +316,32 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LoadtestArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    /// A fresh directory for the run. Default: a new temporary directory, kept afterwards.
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Write the JSON report here. Default: `loadtest.json` in the data directory.
+    #[arg(long, env = "WEIR_REPORT")]
+    pub report: Option<PathBuf>,
+
+    /// Write the SVG chart of rate, latency and lag here. Default: the report's path with
+    /// `.svg`.
+    #[arg(long, env = "WEIR_CHART")]
+    pub chart: Option<PathBuf>,
+
+    /// Address of the HTTP listener (port 0: any free port).
+    #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Base URL of the gateway.
     #[arg(long, env = "WEIR_TARGET", default_value = "http://127.0.0.1:8080/")]
@@ -398,11 +429,13 @@ pub enum Format {
 }
 
 impl Cli {
-    /// Text logs to stderr, `info` by default (`warn` for the demo, whose output is a report).
+    /// Text logs to stderr, `info` by default (`warn` for the commands whose output is a report
+    /// or a result).
     pub fn init_logging(&self) {
         // The lake libraries log every snapshot they build at info: keep them to warnings.
         let default = match self.command {
             Command::Demo(_)
+            | Command::Loadtest(_)
             | Command::Sql(_)
             | Command::Simulate(_)
             | Command::Reconcile(_)

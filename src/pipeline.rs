@@ -90,6 +90,10 @@ pub struct Pipeline {
     /// The warm view every process serves the read API from.
     pub view: Arc<WarmView>,
     pub operator_token: String,
+    /// The bus the roles share, and its topic names: for load tests, which watch the
+    /// consumers' lag and read what the processor published.
+    pub bus: Arc<dyn Bus>,
+    pub topics: Topics,
     stop_http: CancellationToken,
     stop_consumers: CancellationToken,
     stop_followers: CancellationToken,
@@ -444,6 +448,8 @@ impl Pipeline {
             registry,
             view,
             operator_token,
+            bus: bus.clone(),
+            topics: topics.clone(),
             stop_http,
             stop_consumers,
             stop_followers,

@@ -55,10 +55,13 @@ fn demo_reports_and_the_lake_agrees() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let sent = report["sent"].as_u64().unwrap();
-    let accepted = report["accepted"].as_u64().unwrap();
+    let accepted = report["acked"].as_u64().unwrap();
     assert_eq!(sent, 1200);
     assert_eq!(accepted, sent);
     assert_eq!(report["stored"].as_u64(), Some(accepted));
+    assert_eq!(report["lost"].as_u64(), Some(0));
+    assert_eq!(report["duplicated"].as_u64(), Some(0));
+    assert_eq!(report["aggregates_exact"].as_bool(), Some(true));
     let lake = report["lake"].as_str().unwrap();
 
     let out = count_rows(lake);
@@ -194,6 +197,54 @@ fn sql_shell_and_parquet_output(lake: &str, readings: u64, dir: &Path) {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `weir loadtest` on the embedded bus: the report has what the issue names, the chart is
+/// drawn, and the run checked out.
+#[test]
+fn loadtest_writes_a_report_and_a_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("run");
+    let out = weir(&[
+        "loadtest",
+        "--devices",
+        "500",
+        "--rate",
+        "500",
+        "--duration",
+        "4s",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("OK: every acknowledged reading"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("loadtest.json")).unwrap()).unwrap();
+    for field in ["sent", "acked", "stored", "lost", "duplicated"] {
+        assert!(report[field].is_u64(), "{field}: {report}");
+    }
+    assert_eq!(report["sent"].as_u64(), Some(2000));
+    assert_eq!(report["acked"], report["stored"]);
+    assert_eq!(report["lost"].as_u64(), Some(0));
+    assert_eq!(report["duplicated"].as_u64(), Some(0));
+    assert_eq!(report["aggregates_exact"].as_bool(), Some(true));
+    assert!(report["throughput_eps"].as_f64().unwrap() > 0.0);
+    for quantile in ["p50", "p99", "p999", "max"] {
+        assert!(
+            report["latency_ms"][quantile].is_f64(),
+            "{quantile}: {report}"
+        );
+    }
+    let seconds = report["timeline"].as_array().unwrap();
+    assert!(seconds.len() >= 4, "a sample a second: {seconds:?}");
+    let due: u64 = seconds.iter().map(|s| s["sent"].as_u64().unwrap()).sum();
+    assert_eq!(due, 2000, "the timeline adds up to the run");
+    let chart = std::fs::read_to_string(data.join("loadtest.svg")).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("acknowledged"));
 }
 
 #[test]

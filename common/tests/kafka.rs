@@ -48,6 +48,13 @@ async fn seek_and_lag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_lag_is_what_a_group_has_not_committed() {
+    if let Some(bus) = bus().await {
+        check::group_lag_is_what_a_group_has_not_committed(&bus).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_share_partitions_exclusively() {
     if let Some(bus) = bus().await {
         check::members_share_partitions_exclusively(&bus).await;

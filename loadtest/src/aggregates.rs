@@ -8,12 +8,14 @@
 //! is what the simulator sends.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
-use weir_common::bus::{Bus, BusError, Poll};
+use weir_common::bus::{Bus, BusError, Offset, Partition, Poll, Subscription};
+use weir_common::shutdown::CancellationToken;
 use weir_processor::records::{WindowKind, WindowRecord};
 use weir_processor::zones::Zone;
 use weir_schemas::Measure;
@@ -24,17 +26,52 @@ const MINUTE_US: i64 = weir_processor::role::MINUTE_US;
 
 /// Reads a compacted topic of windows to its end and keeps the last value of each key: the
 /// final minute windows.
-pub async fn published(bus: &dyn Bus, topic: &str) -> Result<Vec<WindowRecord>, BusError> {
-    let group = weir_common::bus::conformance::unique("weir-reconcile");
-    let mut sub = bus.subscribe(topic, &group).await?;
+pub async fn published(bus: Arc<dyn Bus>, topic: &str) -> Result<Vec<WindowRecord>, BusError> {
+    WindowCollector::start(bus, topic).await?.finish().await
+}
+
+/// Collects the minute windows a run publishes, from before it starts: the embedded bus keeps
+/// a record only while some group still has to read it, so a reader that joins after the run
+/// would find the windows the warm views already consumed gone.
+pub struct WindowCollector {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<Vec<WindowRecord>, BusError>>,
+}
+
+impl WindowCollector {
+    /// Joins a group of its own on `topic` and reads it from the start.
+    pub async fn start(bus: Arc<dyn Bus>, topic: &str) -> Result<WindowCollector, BusError> {
+        let group = weir_common::bus::conformance::unique("weir-reconcile");
+        let sub = bus.subscribe(topic, &group).await?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(collect(sub, stop.clone()));
+        Ok(WindowCollector { stop, task })
+    }
+
+    /// Reads on to the end of the topic, then returns the last value of each window.
+    pub async fn finish(self) -> Result<Vec<WindowRecord>, BusError> {
+        self.stop.cancel();
+        self.task
+            .await
+            .map_err(|e| BusError::Backend(format!("the window reader failed: {e}")))?
+    }
+}
+
+async fn collect(
+    mut sub: Box<dyn Subscription>,
+    stop: CancellationToken,
+) -> Result<Vec<WindowRecord>, BusError> {
     let mut latest: BTreeMap<Vec<u8>, WindowRecord> = BTreeMap::new();
     let mut quiet = 0;
-    // Done once the subscription owns partitions, has read them to the end, and stays quiet.
+    let mut failures = 0;
+    // Done once asked to finish, owning partitions, read to the end, and quiet a while.
     while quiet < 3 {
         match sub.poll(10_000, Duration::from_millis(300)).await? {
             Poll::Messages(messages) => {
                 quiet = 0;
+                let mut read_to: BTreeMap<Partition, Offset> = BTreeMap::new();
                 for m in messages {
+                    read_to.insert(m.partition, m.offset + 1);
                     match WindowRecord::decode(&m.value) {
                         Ok(w) if w.kind == WindowKind::Minute => {
                             latest.insert(m.key.to_vec(), w);
@@ -43,8 +80,23 @@ pub async fn published(bus: &dyn Bus, topic: &str) -> Result<Vec<WindowRecord>, 
                         Err(error) => tracing::warn!(%error, "a published window does not parse"),
                     }
                 }
+                // Kept here: the embedded bus may let go of them, and its producers need not
+                // wait for this reader.
+                let read_to: Vec<_> = read_to.into_iter().collect();
+                sub.commit(&read_to).await?;
             }
-            Poll::Idle if !sub.assignment().is_empty() && sub.lag().await? == 0 => quiet += 1,
+            Poll::Idle if stop.is_cancelled() && !sub.assignment().is_empty() => {
+                match sub.lag().await {
+                    Ok(0) => quiet += 1,
+                    Ok(_) => {}
+                    // A broker slow to answer (just after a heavy run) is asked again.
+                    Err(error) if failures < 20 => {
+                        failures += 1;
+                        tracing::warn!(%error, "cannot read the lag of the published windows yet");
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
             _ => {}
         }
     }
@@ -224,18 +276,27 @@ fn close(got: f64, want: f64, relative: f64) -> bool {
 /// both ways: a zone the lake has and the window lacks is a mismatch too.
 pub async fn check(lake: &Lake, windows: &[WindowRecord]) -> Result<AggregateCheck, SqlError> {
     let expected = minutes(lake).await?;
+    // The lake's zones of each building's minute, sorted as a window lists them.
+    let mut zones_of: HashMap<(&str, &str, i64), Vec<&Zone>> = HashMap::new();
+    for (tenant, building, zone, end) in expected.keys() {
+        zones_of
+            .entry((tenant.as_str(), building.as_str(), *end))
+            .or_default()
+            .push(zone);
+    }
+    for zones in zones_of.values_mut() {
+        zones.sort();
+    }
     let mut check = AggregateCheck {
         windows: windows.len(),
         ..AggregateCheck::default()
     };
     for w in windows {
         let mut problems = Vec::new();
-        let mut lake_zones: Vec<&Zone> = expected
-            .keys()
-            .filter(|(t, b, _, end)| *t == w.tenant && *b == w.building && *end == w.end_us)
-            .map(|(_, _, zone, _)| zone)
-            .collect();
-        lake_zones.sort();
+        let lake_zones = zones_of
+            .get(&(w.tenant.as_str(), w.building.as_str(), w.end_us))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let published_zones: Vec<Zone> = w
             .zones
             .iter()

@@ -4,10 +4,12 @@
 //! - [`progress`]: a live display of a run.
 //! - [`reconcile`]: counting the lake with SQL.
 //! - [`aggregates`]: checking the published windows against the lake.
+//! - [`chart`]: the SVG chart of a run: rate, latency and lag over time.
 //! - [`report`]: the JSON report of a run.
 //! - [`resources`]: CPU time and peak memory of this process.
 
 pub mod aggregates;
+pub mod chart;
 pub mod progress;
 pub mod reconcile;
 pub mod report;

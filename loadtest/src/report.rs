@@ -1,9 +1,10 @@
 //! The JSON report of a run.
 
 use serde::Serialize;
-use weir_simulator::{LatencySummary, LoadReport};
+use weir_simulator::{LatencySummary, LoadReport, Sample};
 
-use crate::reconcile::LakeCount;
+use crate::chart::LagSample;
+use crate::reconcile::Reconciliation;
 use crate::resources::Resources;
 
 #[derive(Debug, Clone, Serialize)]
@@ -11,7 +12,7 @@ pub struct Report {
     /// Readings the simulator sent.
     pub sent: u64,
     /// Readings the gateway acknowledged (2xx).
-    pub accepted: u64,
+    pub acked: u64,
     /// Readings the gateway refused (4xx).
     pub rejected: u64,
     /// Readings that still failed after retries (5xx, no connection).
@@ -22,6 +23,16 @@ pub struct Report {
     pub lost: u64,
     /// Rows in the lake beyond the first copy of each reading.
     pub duplicated: u64,
+    /// Readings stored that the device was not told were accepted (see [`Reconciliation`]).
+    pub stored_unacknowledged: u64,
+    /// Rows that are no reading of this run.
+    pub foreign: u64,
+    /// Every final minute window the processor published equals the same minute computed
+    /// from the lake; `true` with `windows_checked` 0 when none was published.
+    pub aggregates_exact: bool,
+    pub windows_checked: usize,
+    /// Up to five windows that differ, and what differs.
+    pub aggregate_mismatches: Vec<String>,
     /// URL of the lake, for `weir sql --lake`.
     pub lake: String,
     pub devices: usize,
@@ -32,32 +43,53 @@ pub struct Report {
     pub throughput_eps: f64,
     /// From when a reading was due to its acknowledgement.
     pub latency_ms: LatencySummary,
-    /// CPU time (user + system) of the whole process, in seconds.
+    /// Most records on `telemetry` the cold sink had not committed, sampled every second.
+    pub max_lag_cold_sink: u64,
+    /// Seconds from the end of the load until the lake held everything (the drain).
+    pub drain_secs: f64,
+    /// CPU time (user + system) of the whole process, in seconds: the pipeline and the
+    /// simulator when both run in it.
     pub cpu_seconds: f64,
     /// Peak resident memory of the process, in MiB.
     pub peak_rss_mib: f64,
+    /// Up to five lost readings, `tenant/device#seq`.
+    pub lost_examples: Vec<String>,
+    pub timeline: Vec<Sample>,
+    pub lag: Vec<LagSample>,
+}
+
+/// What a run measured besides the load itself.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub lake: String,
+    pub devices: usize,
+    pub rate: f64,
+    pub aggregates_exact: bool,
+    pub windows_checked: usize,
+    pub aggregate_mismatches: Vec<String>,
+    pub lag: Vec<LagSample>,
+    pub drain_secs: f64,
+    pub resources: Resources,
 }
 
 impl Report {
-    pub fn new(
-        load: &LoadReport,
-        lake: &LakeCount,
-        lake_url: String,
-        devices: usize,
-        rate: f64,
-        resources: Resources,
-    ) -> Report {
+    pub fn new(load: &LoadReport, lake: &Reconciliation, observed: Observed) -> Report {
         Report {
             sent: load.sent,
-            accepted: load.accepted,
+            acked: load.accepted,
             rejected: load.rejected,
             failed: load.failed,
             stored: lake.stored,
-            lost: load.accepted.saturating_sub(lake.distinct),
-            duplicated: lake.stored - lake.distinct,
-            lake: lake_url,
-            devices,
-            rate,
+            lost: lake.lost,
+            duplicated: lake.duplicated,
+            stored_unacknowledged: lake.stored_unacknowledged,
+            foreign: lake.foreign,
+            aggregates_exact: observed.aggregates_exact,
+            windows_checked: observed.windows_checked,
+            aggregate_mismatches: observed.aggregate_mismatches,
+            lake: observed.lake,
+            devices: observed.devices,
+            rate: observed.rate,
             duration_secs: load.elapsed_secs,
             throughput_eps: if load.elapsed_secs > 0.0 {
                 load.accepted as f64 / load.elapsed_secs
@@ -65,13 +97,19 @@ impl Report {
                 0.0
             },
             latency_ms: load.latency_ms,
-            cpu_seconds: resources.cpu_seconds,
-            peak_rss_mib: resources.peak_rss_mib,
+            max_lag_cold_sink: observed.lag.iter().map(|l| l.cold_sink).max().unwrap_or(0),
+            drain_secs: observed.drain_secs,
+            cpu_seconds: observed.resources.cpu_seconds,
+            peak_rss_mib: observed.resources.peak_rss_mib,
+            lost_examples: lake.lost_examples.clone(),
+            timeline: load.timeline.clone(),
+            lag: observed.lag,
         }
     }
 
-    /// Every acknowledged reading is in the lake exactly once, and nothing else is.
+    /// Every acknowledged reading is in the lake exactly once, nothing foreign is, and every
+    /// published window is right.
     pub fn is_exact(&self) -> bool {
-        self.accepted == self.stored && self.lost == 0 && self.duplicated == 0
+        self.lost == 0 && self.duplicated == 0 && self.foreign == 0 && self.aggregates_exact
     }
 }

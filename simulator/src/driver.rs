@@ -58,6 +58,94 @@ pub struct LatencySummary {
     pub max: f64,
 }
 
+/// One second of a run, as the driver saw it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Sample {
+    /// Seconds since the start of the run, at the end of this second.
+    pub t_secs: f64,
+    /// Readings that came due in this second.
+    pub sent: u64,
+    /// Readings acknowledged in this second.
+    pub acked: u64,
+    /// Latency of the readings answered in this second (0 when none were).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Which events of a run were acknowledged, one bit per event `k`, set by concurrent requests.
+#[derive(Debug)]
+pub struct Acks {
+    words: Vec<AtomicU64>,
+}
+
+impl Acks {
+    pub fn new(events: u64) -> Acks {
+        Acks {
+            words: (0..events.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    pub fn set(&self, k: u64) {
+        if let Some(word) = self.words.get((k / 64) as usize) {
+            word.fetch_or(1 << (k % 64), Ordering::Relaxed);
+        }
+    }
+
+    pub fn contains(&self, k: u64) -> bool {
+        self.words
+            .get((k / 64) as usize)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (k % 64)) != 0)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.words
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as u64)
+            .sum()
+    }
+}
+
+/// Which reading event `k` of a run is: reading number `k / N` of device `order[k % N]`.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Fleet indices in the order they report.
+    pub order: Vec<usize>,
+}
+
+impl Schedule {
+    pub fn new(devices: usize, seed: u64) -> Schedule {
+        let mut order: Vec<usize> = (0..devices).collect();
+        order.shuffle(&mut SmallRng::seed_from_u64(seed));
+        Schedule { order }
+    }
+
+    /// `(fleet index, seq)` of event `k`.
+    pub fn event(&self, k: u64) -> (usize, i64) {
+        let n = self.order.len() as u64;
+        (self.order[(k % n) as usize], (k / n) as i64)
+    }
+
+    /// The event that is reading `seq` of the device at fleet index `device`: the inverse of
+    /// [`Schedule::event`], given `position[device]`, the device's place in `order`.
+    pub fn index(&self, position: usize, seq: i64) -> Option<u64> {
+        u64::try_from(seq)
+            .ok()
+            .map(|seq| seq * self.order.len() as u64 + position as u64)
+    }
+
+    /// Each fleet index's place in `order`.
+    pub fn positions(&self) -> Vec<usize> {
+        let mut position = vec![0; self.order.len()];
+        for (place, device) in self.order.iter().enumerate() {
+            position[*device] = place;
+        }
+        position
+    }
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
@@ -72,6 +160,15 @@ pub struct LoadReport {
     pub latency_ms: LatencySummary,
     /// Up to five distinct answers to rejected or failed requests.
     pub sample_errors: Vec<String>,
+    /// Second by second.
+    pub timeline: Vec<Sample>,
+    /// Events that came due: `0..events`.
+    pub events: u64,
+    #[serde(skip)]
+    pub schedule: Arc<Schedule>,
+    /// Which events were acknowledged.
+    #[serde(skip)]
+    pub acks: Arc<Acks>,
 }
 
 const RETRIES: u32 = 3;
@@ -80,8 +177,10 @@ struct Shared {
     client: reqwest::Client,
     url: Url,
     counters: Arc<Counters>,
-    /// Microseconds.
-    latency: Mutex<Histogram<u64>>,
+    /// Microseconds: the whole run, and the current second (see [`Sample`]).
+    latency: Mutex<Latency>,
+    acks: Arc<Acks>,
+    timeline: Mutex<Vec<Sample>>,
     errors: Mutex<Vec<String>>,
     /// Each device's SAS token, made on its first reading and valid past the end of the run.
     tokens: Vec<std::sync::OnceLock<String>>,
@@ -90,7 +189,35 @@ struct Shared {
     host: String,
 }
 
+struct Latency {
+    run: Histogram<u64>,
+    second: Histogram<u64>,
+}
+
 impl Shared {
+    /// Closes the current second of the timeline.
+    fn sample(&self, start: Instant) {
+        let mut timeline = self.timeline.lock().unwrap_or_else(|e| e.into_inner());
+        let (sent_before, acked_before) = timeline
+            .iter()
+            .fold((0, 0), |(s, a), sample| (s + sample.sent, a + sample.acked));
+        let sent = self.counters.sent.load(Ordering::Relaxed);
+        let acked = self.counters.accepted.load(Ordering::Relaxed);
+        let mut latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let second = &mut latency.second;
+        let ms = |v: u64| v as f64 / 1000.0;
+        let sample = Sample {
+            t_secs: start.elapsed().as_secs_f64(),
+            sent: sent - sent_before,
+            acked: acked - acked_before,
+            p50_ms: ms(second.value_at_quantile(0.5)),
+            p99_ms: ms(second.value_at_quantile(0.99)),
+            max_ms: ms(second.max()),
+        };
+        second.reset();
+        timeline.push(sample);
+    }
+
     fn note_error(&self, error: String) {
         let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         if errors.len() < 5 && !errors.contains(&error) {
@@ -118,6 +245,8 @@ pub async fn drive(
             "the fleet and max_in_flight must not be empty".into(),
         ));
     }
+    let schedule = Arc::new(Schedule::new(fleet.len(), config.seed));
+    let total = (config.rate * config.duration.as_secs_f64()).round() as u64;
     let url = config
         .target
         .join("v1/telemetry")
@@ -133,10 +262,12 @@ pub async fn drive(
             })?,
         url,
         counters,
-        latency: Mutex::new(
-            Histogram::new_with_bounds(1, 120_000_000, 3)
-                .map_err(|e| SimError::Config(e.to_string()))?,
-        ),
+        latency: Mutex::new(Latency {
+            run: histogram()?,
+            second: histogram()?,
+        }),
+        acks: Arc::new(Acks::new(total)),
+        timeline: Mutex::default(),
         errors: Mutex::new(Vec::new()),
         tokens: (0..fleet.len())
             .map(|_| std::sync::OnceLock::new())
@@ -147,13 +278,10 @@ pub async fn drive(
         host: config.target.host_str().unwrap_or("weir").to_owned(),
     });
 
-    let n = fleet.len() as u64;
-    let mut order: Vec<usize> = (0..fleet.len()).collect();
-    order.shuffle(&mut SmallRng::seed_from_u64(config.seed));
-    let total = (config.rate * config.duration.as_secs_f64()).round() as u64;
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     let start = Instant::now();
     let start_ms = chrono::Utc::now().timestamp_millis();
+    let timeline = tokio::spawn(sample_every_second(shared.clone(), start));
 
     for k in 0..total {
         let offset = Duration::from_secs_f64(k as f64 / config.rate);
@@ -165,8 +293,7 @@ pub async fn drive(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let index = order[(k % n) as usize];
-        let seq = (k / n) as i64;
+        let (index, seq) = schedule.event(k);
         let time_ms = start_ms + offset.as_millis() as i64;
         let fleet = fleet.clone();
         let shared = shared.clone();
@@ -176,10 +303,13 @@ pub async fn drive(
             let device = &fleet.devices[index];
             let body =
                 serde_json::to_vec(&reading(device, seq, time_ms, &mut rng)).unwrap_or_default();
-            send(&shared, device, &shared.tokens[index], body).await;
-            let micros = due.elapsed().as_micros() as u64;
-            if let Ok(mut h) = shared.latency.lock() {
-                h.saturating_record(micros.max(1));
+            if send(&shared, device, &shared.tokens[index], body).await {
+                shared.acks.set(k);
+            }
+            let micros = due.elapsed().as_micros().max(1) as u64;
+            if let Ok(mut latency) = shared.latency.lock() {
+                latency.run.saturating_record(micros);
+                latency.second.saturating_record(micros);
             }
             drop(permit);
         });
@@ -190,9 +320,11 @@ pub async fn drive(
         .await
         .map_err(|e| SimError::Config(e.to_string()))?;
     let elapsed_secs = start.elapsed().as_secs_f64();
-
+    timeline.abort();
+    shared.sample(start);
     let counters = &shared.counters;
     let latency = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
+    let latency = &latency.run;
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     Ok(LoadReport {
         sent: counters.sent.load(Ordering::Relaxed),
@@ -208,16 +340,35 @@ pub async fn drive(
             max: latency.max() as f64 / 1000.0,
         },
         sample_errors: shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        timeline: std::mem::take(&mut *shared.timeline.lock().unwrap_or_else(|e| e.into_inner())),
+        events: counters.sent.load(Ordering::Relaxed),
+        schedule,
+        acks: shared.acks.clone(),
     })
 }
 
-/// One reading, with a device's patience: retries on 503 and connection errors.
+/// Closes a second of the timeline every second, until aborted.
+async fn sample_every_second(shared: Arc<Shared>, start: Instant) {
+    let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        shared.sample(start);
+    }
+}
+
+/// Latencies in microseconds, from 1 µs to 2 minutes, to 3 significant digits.
+fn histogram() -> Result<Histogram<u64>, SimError> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| SimError::Config(e.to_string()))
+}
+
+/// One reading, with a device's patience: retries on 503 and connection errors. True if it
+/// was acknowledged.
 async fn send(
     shared: &Shared,
     device: &crate::fleet::SimDevice,
     token: &std::sync::OnceLock<String>,
     body: Vec<u8>,
-) {
+) -> bool {
     let counters = &shared.counters;
     // A device authenticates as with IoT Hub: a SAS token signed with its key.
     let token = token.get_or_init(|| {
@@ -236,14 +387,14 @@ async fn send(
         let retry_after = match response {
             Ok(r) if r.status().is_success() => {
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
-                return;
+                return true;
             }
             Ok(r) if r.status().is_client_error() => {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
                 shared.note_error(format!("{status}: {text}"));
-                return;
+                return false;
             }
             Ok(r) => {
                 let wait = r
@@ -270,4 +421,5 @@ async fn send(
         }
     }
     counters.failed.fetch_add(1, Ordering::Relaxed);
+    false
 }

@@ -13,7 +13,7 @@ pub mod fleet;
 pub mod provision;
 pub mod readings;
 
-pub use driver::{Counters, LatencySummary, LoadConfig, LoadReport, drive};
+pub use driver::{Acks, Counters, LatencySummary, LoadConfig, LoadReport, Sample, Schedule, drive};
 pub use fleet::{Fleet, FleetConfig, SimDevice};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,139 +1,33 @@
 //! `weir demo`: the whole pipeline end to end in one process, checked at the end.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
-use weir_common::shutdown::{self, CancellationToken};
-use weir_ingest::Registry;
-use weir_ingest::registry::NewDevice;
-use weir_loadtest::progress::Progress;
-use weir_loadtest::{Report, reconcile, resources};
+use weir_loadtest::Report;
 use weir_processor::api::AggregatesView;
 use weir_schemas::Measure;
-use weir_simulator::{Counters, Fleet, FleetConfig, LoadConfig};
 
 use crate::cli::DemoArgs;
-use crate::pipeline::{Pipeline, PipelineConfig, Roles};
-
-/// Loads a simulated fleet straight into the registry, tenant by tenant, as an import would.
-pub async fn provision(registry: &Registry, fleet: &Fleet) -> anyhow::Result<()> {
-    let mut by_tenant: std::collections::BTreeMap<&str, Vec<NewDevice>> = Default::default();
-    for d in &fleet.devices {
-        by_tenant.entry(&d.tenant).or_default().push(NewDevice {
-            floor: Some(d.floor.clone()),
-            room: Some(d.room.clone()),
-            ..NewDevice::with_keys(&d.id, &d.building, &d.key, &d.key)
-        });
-    }
-    for (tenant, devices) in by_tenant {
-        registry
-            .provision(tenant, devices)
-            .await
-            .with_context(|| format!("cannot register the simulated fleet of {tenant}"))?;
-    }
-    Ok(())
-}
+use crate::commands::run::{RunConfig, execute};
 
 /// Buildings whose aggregates the demo prints.
 const SHOWN_BUILDINGS: usize = 5;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = fresh_data_dir(args.data_dir.clone())?;
-    let mut args = args;
-    if args.pipeline.kafka.is_some() && args.pipeline.topic_prefix.is_empty() {
-        // A run of its own on a shared cluster: earlier runs' records are not this run's.
-        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
-        args.pipeline.topic_prefix = format!("demo-{stamp}-");
-    }
-    let fleet = Arc::new(Fleet::generate(&FleetConfig {
-        devices: args.load.devices,
-        seed: args.load.seed,
-        ..FleetConfig::default()
-    })?);
-    let pipeline = Pipeline::start(PipelineConfig {
-        data_dir: data_dir.clone(),
+    let lake_options = args.pipeline.lake_option.clone();
+    let run = execute(RunConfig {
+        name: "demo",
+        data_dir: args.data_dir,
         listen: args.listen,
-        roles: Roles::ALL,
-        drain_on_shutdown: true,
-        args: args.pipeline.clone(),
+        pipeline: args.pipeline,
+        load: args.load,
     })
     .await?;
-    provision(&pipeline.registry, &fleet).await?;
-
-    let total = (args.load.rate * args.load.duration.as_secs_f64()).round() as u64;
-    let buildings = fleet.buildings();
-    let tenants: std::collections::BTreeSet<&String> = buildings.iter().map(|(t, _)| t).collect();
-    println!("weir demo");
-    println!(
-        "  fleet      {} devices in {} buildings of {} tenants",
-        fleet.len(),
-        buildings.len(),
-        tenants.len()
-    );
-    println!(
-        "  load       {} readings/s for {} ({total} readings)",
-        args.load.rate,
-        humantime::format_duration(args.load.duration)
-    );
-    println!("  gateway    {}", pipeline.url());
-    println!("  lake       {}", pipeline.lake.url());
-    match &args.pipeline.kafka {
-        Some(brokers) => println!(
-            "  bus        Kafka at {brokers}, topics {}telemetry…",
-            args.pipeline.topic_prefix
-        ),
-        None => println!("  bus        embedded"),
-    }
-    println!("  data dir   {}", data_dir.display());
-
-    let counters = Arc::new(Counters::default());
-    let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    let signal_task = tokio::spawn(async move {
-        shutdown::signal().await;
-        eprintln!("interrupted: stopping the simulator, then the pipeline");
-        on_signal.cancel();
-    });
-    let progress = Progress::start(counters.clone(), total);
-    let load = weir_simulator::drive(
-        fleet.clone(),
-        LoadConfig {
-            target: pipeline.url(),
-            rate: args.load.rate,
-            duration: args.load.duration,
-            max_in_flight: 1024,
-            seed: args.load.seed,
-        },
-        counters,
-        stop,
-    )
-    .await;
-    progress.finish();
-    signal_task.abort();
-    let load = load?;
-
-    println!("stopping: draining the bus into the processor and the lake…");
-    let lake = pipeline.lake.clone();
-    let view = pipeline.view.clone();
-    pipeline.stop().await?;
-    let counted = reconcile::count(&lake).await?;
-    let report = Report::new(
-        &load,
-        &counted,
-        lake.url().to_string(),
-        fleet.len(),
-        args.load.rate,
-        resources::current(),
-    );
-
-    print_results(&report);
-    print_aggregates(&view, &buildings);
+    let report = &run.report;
+    print_results(report);
+    print_aggregates(&run.view, &run.fleet.buildings());
     println!("\nquery the lake:");
-    let options: String = args
-        .pipeline
-        .lake_option
+    let options: String = lake_options
         .iter()
         .map(|option| format!(" --lake-option {}", redacted(option)))
         .collect();
@@ -141,14 +35,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "  weir sql --lake {}{options} \"SELECT tenant, count(*) AS readings, avg(temperature) FROM telemetry GROUP BY tenant\"",
         report.lake
     );
-    if !load.sample_errors.is_empty() {
+    if !run.load.sample_errors.is_empty() {
         println!("\nsome requests were refused or failed, e.g.:");
-        for error in &load.sample_errors {
+        for error in &run.load.sample_errors {
             println!("  {error}");
         }
     }
     if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+        std::fs::write(path, serde_json::to_vec_pretty(report)?)
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
         println!("\nreport written to {}", path.display());
     }
@@ -156,41 +50,47 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("\nOK: every accepted reading is in the lake exactly once.");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!(
-            "\nMISMATCH: accepted {} but the lake holds {} ({} lost, {} duplicated).",
-            report.accepted, report.stored, report.lost, report.duplicated
-        );
+        println!("\nMISMATCH: {}", mismatch(report));
         Ok(ExitCode::from(1))
     }
 }
 
-/// The given directory (which must not hold an earlier lake) or a new temporary one that is
-/// kept after the run.
-fn fresh_data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match given {
-        Some(dir) => {
-            let lake = dir.join("lake");
-            anyhow::ensure!(
-                !lake.exists(),
-                "{} holds the lake of an earlier run; the demo needs a fresh data directory",
-                dir.display()
-            );
-            Ok(dir)
-        }
-        None => Ok(tempfile::Builder::new()
-            .prefix("weir-demo-")
-            .tempdir()
-            .context("cannot create a temporary data directory")?
-            .keep()),
+/// What went wrong in a run, in one line.
+pub fn mismatch(r: &Report) -> String {
+    let mut problems = Vec::new();
+    if r.lost > 0 {
+        problems.push(format!(
+            "{} acknowledged readings lost (e.g. {})",
+            r.lost,
+            r.lost_examples.join(", ")
+        ));
     }
+    if r.duplicated > 0 {
+        problems.push(format!("{} rows duplicated", r.duplicated));
+    }
+    if r.foreign > 0 {
+        problems.push(format!("{} rows of no reading of this run", r.foreign));
+    }
+    if !r.aggregates_exact {
+        problems.push(format!(
+            "published windows differ from the lake: {}",
+            r.aggregate_mismatches.join("; ")
+        ));
+    }
+    format!(
+        "acknowledged {} but the lake holds {}: {}",
+        r.acked,
+        r.stored,
+        problems.join("; ")
+    )
 }
 
 fn print_results(r: &Report) {
     println!("\nresults");
     println!("  sent        {:>10}", r.sent);
     println!(
-        "  accepted    {:>10}   (answered 202 by the gateway)",
-        r.accepted
+        "  acked       {:>10}   (answered 202 by the gateway)",
+        r.acked
     );
     println!("  rejected    {:>10}", r.rejected);
     println!("  failed      {:>10}", r.failed);
@@ -199,9 +99,21 @@ fn print_results(r: &Report) {
         r.stored
     );
     println!("  duplicated  {:>10}", r.duplicated);
-    println!("  lost        {:>10}", r.lost);
     println!(
-        "  throughput  {:>10.0}   readings/s accepted",
+        "  lost        {:>10}   (acknowledged, looked up one by one)",
+        r.lost
+    );
+    println!(
+        "  windows     {:>10}   published minutes checked against the lake: {}",
+        r.windows_checked,
+        if r.aggregates_exact {
+            "all equal"
+        } else {
+            "DIFFER"
+        }
+    );
+    println!(
+        "  throughput  {:>10.0}   readings/s acknowledged",
         r.throughput_eps
     );
     println!(

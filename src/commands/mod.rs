@@ -3,8 +3,10 @@
 pub mod admin;
 pub mod demo;
 mod line_editor;
+mod loadtest;
 mod reconcile;
 mod role;
+pub mod run;
 mod simulate;
 mod sql;
 mod up;
@@ -17,6 +19,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Up(args) => up::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Loadtest(args) => loadtest::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Sql(args) => sql::run(args).await,
         Command::Reconcile(args) => reconcile::run(args).await,

@@ -2,6 +2,7 @@
 //! what devices were told, and the published windows against the lake.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use serde::Serialize;
 use weir_common::bus::KafkaBus;
@@ -27,9 +28,9 @@ struct Outcome {
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let lake = Lake::connect(&args.lake, &parse_options(&args.lake_option)?)?;
     let counted = reconcile::count(&lake).await?;
-    let bus = KafkaBus::connect(kafka_config(&args.kafka, &args.kafka_option)?).await?;
+    let bus = Arc::new(KafkaBus::connect(kafka_config(&args.kafka, &args.kafka_option)?).await?);
     let topics = Topics::with_prefix(args.topic_prefix);
-    let windows = aggregates::published(&bus, &topics.building_aggregates()).await?;
+    let windows = aggregates::published(bus, &topics.building_aggregates()).await?;
     let check = aggregates::check(&lake, &windows).await?;
     let outcome = Outcome {
         acked: args.accepted,

@@ -194,6 +194,55 @@ pub async fn seek_and_lag(bus: &dyn Bus) {
     assert_eq!(sub.lag().await.expect("lag"), 2);
 }
 
+/// A group's lag, seen from outside: everything before it commits, then what it has not
+/// committed; other groups are counted apart.
+pub async fn group_lag_is_what_a_group_has_not_committed(bus: &dyn Bus) {
+    let topic = topic(bus, "group-lag", 2).await;
+    let group = unique("g");
+    let records: Vec<Record> = (0..10).map(|i| record(&format!("k{i}"), "v")).collect();
+    let landed = bus.produce(&topic, records).await.expect("produce");
+    let lag = bus.group_lag(&topic, &group).await.expect("group lag");
+    assert_eq!(lag.len(), 2);
+    assert_eq!(
+        lag.iter().sum::<u64>(),
+        10,
+        "nothing committed yet: {lag:?}"
+    );
+
+    let mut sub = bus.subscribe(&topic, &group).await.expect("subscribe");
+    let messages = read(sub.as_mut(), 10).await;
+    // Commit all of partition 0 and the first record read of partition 1.
+    let mut ends: BTreeMap<Partition, Offset> = BTreeMap::new();
+    for m in &messages {
+        ends.entry(m.partition).or_default();
+        let end = ends.get_mut(&m.partition).expect("just added");
+        *end = (*end).max(m.offset + 1);
+    }
+    let first_of_1 = messages.iter().find(|m| m.partition == 1).map(|m| m.offset);
+    let mut commits = vec![];
+    if let Some(end) = ends.get(&0) {
+        commits.push((0, *end));
+    }
+    if let Some(first) = first_of_1 {
+        commits.push((1, first + 1));
+    }
+    sub.commit(&commits).await.expect("commit");
+    let in_1 = landed.iter().filter(|p| p.partition == 1).count() as u64;
+    let lag = bus.group_lag(&topic, &group).await.expect("group lag");
+    assert_eq!(lag[0], 0, "{lag:?}");
+    assert_eq!(lag[1], in_1.saturating_sub(1), "{lag:?}");
+    // Another group is counted apart. (The embedded bus drops records every live group has
+    // committed, so a group that never read counts from what is left, not from 10.)
+    let other = bus
+        .group_lag(&topic, &unique("other"))
+        .await
+        .expect("group lag");
+    assert!(
+        other.iter().sum::<u64>() >= lag.iter().sum::<u64>(),
+        "{other:?} {lag:?}"
+    );
+}
+
 /// Two members split the partitions with no partition owned twice, and a member that
 /// leaves hands its partitions to the other.
 pub async fn members_share_partitions_exclusively(bus: &dyn Bus) {

@@ -327,6 +327,27 @@ impl Bus for MemoryBus {
         Ok(landed)
     }
 
+    async fn group_lag(&self, topic: &str, group: &str) -> Result<Vec<u64>, BusError> {
+        let topic = self.topic(topic)?;
+        let committed = lock(&topic.groups)
+            .get(group)
+            .map(|group| lock(&group.state).committed.clone());
+        Ok(topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, partition)| {
+                let log = lock(&partition.log);
+                let from = committed
+                    .as_ref()
+                    .and_then(|c| c[p])
+                    .unwrap_or(log.start)
+                    .max(log.start);
+                log.end().saturating_sub(from)
+            })
+            .collect())
+    }
+
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
         let topic = self.topic(topic)?;
         let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
@@ -847,6 +868,11 @@ mod conformance {
     #[tokio::test]
     async fn members_share_partitions_exclusively() {
         check::members_share_partitions_exclusively(&MemoryBus::default()).await;
+    }
+
+    #[tokio::test]
+    async fn group_lag_is_what_a_group_has_not_committed() {
+        check::group_lag_is_what_a_group_has_not_committed(&MemoryBus::default()).await;
     }
 
     #[tokio::test]

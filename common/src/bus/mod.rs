@@ -138,6 +138,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Joins consumer group `group` on `topic`.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// How far `group` is behind on `topic`, partition by partition: records appended after
+    /// the group's committed offset (after the start of the log where it committed nothing).
+    /// Read from outside the group, as monitoring does; the group need not be running.
+    async fn group_lag(&self, topic: &str, group: &str) -> Result<Vec<u64>, BusError>;
 }
 
 /// One member of a consumer group. Dropping it leaves the group.

@@ -16,7 +16,8 @@
 
 mod consumer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,8 +25,10 @@ use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 use super::{Bus, BusError, Position, Record, Subscription, TopicSpec};
 
@@ -117,6 +120,8 @@ pub struct KafkaBus {
     producer: FutureProducer,
     admin: std::sync::Arc<AdminClient<DefaultClientContext>>,
     log_id: String,
+    /// Clients that read groups' committed offsets (see [`Bus::group_lag`]), by group.
+    observers: Arc<Mutex<HashMap<String, Arc<BaseConsumer>>>>,
 }
 
 /// How long startup waits for the cluster to answer.
@@ -144,6 +149,7 @@ impl KafkaBus {
             config,
             producer,
             admin: std::sync::Arc::new(admin),
+            observers: Arc::default(),
         })
     }
 
@@ -292,5 +298,55 @@ impl Bus for KafkaBus {
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
         let subscription = consumer::KafkaSubscription::start(&self.config, topic, group)?;
         Ok(Box::new(subscription))
+    }
+
+    async fn group_lag(&self, topic: &str, group: &str) -> Result<Vec<u64>, BusError> {
+        let partitions = self.partitions(topic).await?;
+        let observer = self.observer(group)?;
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut wanted = TopicPartitionList::new();
+            for p in 0..partitions {
+                wanted.add_partition(&topic, p as i32);
+            }
+            let committed = observer
+                .committed_offsets(wanted, METADATA_TIMEOUT)
+                .map_err(backend)?;
+            (0..partitions as i32)
+                .map(|p| {
+                    let (low, high) = observer
+                        .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
+                        .map_err(backend)?;
+                    let from = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                        Some(KafkaOffset::Offset(o)) if o >= low => o,
+                        _ => low,
+                    };
+                    Ok((high - from).max(0) as u64)
+                })
+                .collect()
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+impl KafkaBus {
+    /// A client in `group` that never joins it, to read the group's committed offsets; one per
+    /// group, kept.
+    fn observer(&self, group: &str) -> Result<Arc<BaseConsumer>, BusError> {
+        let mut observers = self.observers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(observer) = observers.get(group) {
+            return Ok(observer.clone());
+        }
+        let observer: BaseConsumer = self
+            .config
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(backend)?;
+        let observer = Arc::new(observer);
+        observers.insert(group.to_owned(), observer.clone());
+        Ok(observer)
     }
 }

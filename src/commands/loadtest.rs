@@ -1,0 +1,83 @@
+//! `weir loadtest`: a run of the pipeline under simulated load, checked reading by reading,
+//! with a JSON report and a chart for the record.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::LoadtestArgs;
+use crate::commands::demo::mismatch;
+use crate::commands::run::{RunConfig, execute};
+
+pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
+    let run = execute(RunConfig {
+        name: "loadtest",
+        data_dir: args.data_dir,
+        listen: args.listen,
+        pipeline: args.pipeline,
+        load: args.load,
+    })
+    .await?;
+    let report = &run.report;
+    let report_path = args
+        .report
+        .unwrap_or_else(|| run.data_dir.join("loadtest.json"));
+    let chart_path = args
+        .chart
+        .unwrap_or_else(|| report_path.with_extension("svg"));
+    std::fs::write(&report_path, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("cannot write the report to {}", report_path.display()))?;
+    let title = format!(
+        "weir loadtest: {} devices, {} readings/s for {:.0} s",
+        report.devices, report.rate, report.duration_secs
+    );
+    let svg = weir_loadtest::chart::svg(&title, &report.timeline, &report.lag)
+        .map_err(|e| anyhow::anyhow!("cannot draw the chart: {e}"))?;
+    std::fs::write(&chart_path, svg)
+        .with_context(|| format!("cannot write the chart to {}", chart_path.display()))?;
+
+    println!("\nresults");
+    println!(
+        "  sent {} · acked {} · stored {} · lost {} · duplicated {} · windows {} ({})",
+        report.sent,
+        report.acked,
+        report.stored,
+        report.lost,
+        report.duplicated,
+        report.windows_checked,
+        if report.aggregates_exact {
+            "exact"
+        } else {
+            "DIFFER"
+        }
+    );
+    println!(
+        "  throughput {:.0} readings/s · latency p50 {:.1} ms · p99 {:.1} ms · p99.9 {:.1} ms · max {:.1} ms",
+        report.throughput_eps,
+        report.latency_ms.p50,
+        report.latency_ms.p99,
+        report.latency_ms.p999,
+        report.latency_ms.max
+    );
+    println!(
+        "  cold-sink lag at most {} records · drained in {:.1} s · {:.1} s CPU · {:.0} MiB peak",
+        report.max_lag_cold_sink, report.drain_secs, report.cpu_seconds, report.peak_rss_mib
+    );
+    if report.windows_checked == 0 {
+        println!(
+            "  no minute window was final, so none was checked: a minute is final once readings \
+             pass its end by --allowed-lateness; run longer, or lower it"
+        );
+    }
+    println!("  report {}", report_path.display());
+    println!("  chart  {}", chart_path.display());
+    if report.is_exact() {
+        println!(
+            "\nOK: every acknowledged reading is in the lake exactly once; every published window is exact."
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("\nMISMATCH: {}", mismatch(report));
+        Ok(ExitCode::from(1))
+    }
+}

@@ -1,0 +1,289 @@
+//! One run of the whole pipeline under simulated load, shared by `weir demo` and
+//! `weir loadtest`: start the pipeline, register the fleet, drive it open loop while watching
+//! the consumers' lag, let the lake catch up, stop cleanly, then check the lake reading by
+//! reading and every published window against it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use weir_common::bus::Bus;
+use weir_common::shutdown::{self, CancellationToken};
+use weir_ingest::Registry;
+use weir_ingest::registry::NewDevice;
+use weir_loadtest::chart::LagSample;
+use weir_loadtest::progress::Progress;
+use weir_loadtest::report::Observed;
+use weir_loadtest::{Report, aggregates, reconcile, resources};
+use weir_processor::WarmView;
+use weir_simulator::{Counters, Fleet, FleetConfig, LoadConfig, LoadReport};
+
+use crate::cli::{LoadArgs, PipelineArgs};
+use crate::pipeline::{Pipeline, PipelineConfig, Roles};
+
+pub struct RunConfig {
+    /// What the run is called in its banner and its temporary directory: `demo`, `loadtest`.
+    pub name: &'static str,
+    pub data_dir: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub pipeline: PipelineArgs,
+    pub load: LoadArgs,
+}
+
+/// What a run leaves for its command to show.
+pub struct Run {
+    pub report: Report,
+    pub load: LoadReport,
+    pub view: Arc<WarmView>,
+    pub fleet: Arc<Fleet>,
+    pub data_dir: PathBuf,
+}
+
+/// How long the lake may take to catch up once the load has ended, before the run stops the
+/// pipeline anyway (and the stop drains what is left).
+const DRAIN_PATIENCE: Duration = Duration::from_secs(120);
+
+pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
+    let data_dir = fresh_data_dir(config.name, config.data_dir.take())?;
+    if config.pipeline.kafka.is_some() && config.pipeline.topic_prefix.is_empty() {
+        // A run of its own on a shared cluster: earlier runs' records are not this run's.
+        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+        config.pipeline.topic_prefix = format!("{}-{stamp}-", config.name);
+    }
+    let load_args = &config.load;
+    let fleet = Arc::new(Fleet::generate(&FleetConfig {
+        devices: load_args.devices,
+        seed: load_args.seed,
+        ..FleetConfig::default()
+    })?);
+    let pipeline = Pipeline::start(PipelineConfig {
+        data_dir: data_dir.clone(),
+        listen: config.listen,
+        roles: Roles::ALL,
+        drain_on_shutdown: true,
+        args: config.pipeline.clone(),
+    })
+    .await?;
+    provision(&pipeline.registry, &fleet).await?;
+    let total = (load_args.rate * load_args.duration.as_secs_f64()).round() as u64;
+    print_banner(&config, &fleet, &pipeline, &data_dir, total);
+
+    let counters = Arc::new(Counters::default());
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    let signal_task = tokio::spawn(async move {
+        shutdown::signal().await;
+        eprintln!("interrupted: stopping the simulator, then the pipeline");
+        on_signal.cancel();
+    });
+    let lag = LagWatch::start(&pipeline);
+    let windows = aggregates::WindowCollector::start(
+        pipeline.bus.clone(),
+        &pipeline.topics.building_aggregates(),
+    )
+    .await?;
+    let progress = Progress::start(counters.clone(), total);
+    let load = weir_simulator::drive(
+        fleet.clone(),
+        LoadConfig {
+            target: pipeline.url(),
+            rate: load_args.rate,
+            duration: load_args.duration,
+            max_in_flight: 1024,
+            seed: load_args.seed,
+        },
+        counters,
+        stop,
+    )
+    .await;
+    progress.finish();
+    signal_task.abort();
+    let load = load?;
+
+    println!("draining: waiting for the lake to hold every reading…");
+    let drained = tokio::time::Instant::now();
+    lag.wait_for_cold_sink(DRAIN_PATIENCE).await;
+    let drain_secs = drained.elapsed().as_secs_f64();
+    let lag = lag.stop().await;
+    println!("stopping: the processor emits its open windows, the sinks commit…");
+    let lake = pipeline.lake.clone();
+    let view = pipeline.view.clone();
+    pipeline.stop().await?;
+
+    println!("checking: every acknowledged reading in the lake, every published window…");
+    let reconciled = reconcile::exact(&lake, &fleet, &load).await?;
+    let windows = windows.finish().await?;
+    let check = aggregates::check(&lake, &windows).await?;
+    let report = Report::new(
+        &load,
+        &reconciled,
+        Observed {
+            lake: lake.url().to_string(),
+            devices: fleet.len(),
+            rate: load_args.rate,
+            aggregates_exact: check.is_exact(),
+            windows_checked: check.windows,
+            aggregate_mismatches: check.mismatches.into_iter().take(5).collect(),
+            lag,
+            drain_secs,
+            resources: resources::current(),
+        },
+    );
+    Ok(Run {
+        report,
+        load,
+        view,
+        fleet,
+        data_dir,
+    })
+}
+
+fn print_banner(
+    config: &RunConfig,
+    fleet: &Fleet,
+    pipeline: &Pipeline,
+    data_dir: &std::path::Path,
+    total: u64,
+) {
+    let buildings = fleet.buildings();
+    let tenants: std::collections::BTreeSet<&String> = buildings.iter().map(|(t, _)| t).collect();
+    println!("weir {}", config.name);
+    println!(
+        "  fleet      {} devices in {} buildings of {} tenants",
+        fleet.len(),
+        buildings.len(),
+        tenants.len()
+    );
+    println!(
+        "  load       {} readings/s for {} ({total} readings)",
+        config.load.rate,
+        humantime::format_duration(config.load.duration)
+    );
+    println!("  gateway    {}", pipeline.url());
+    println!("  lake       {}", pipeline.lake.url());
+    match &config.pipeline.kafka {
+        Some(brokers) => println!(
+            "  bus        Kafka at {brokers}, topics {}telemetry…",
+            config.pipeline.topic_prefix
+        ),
+        None => println!("  bus        embedded"),
+    }
+    println!("  data dir   {}", data_dir.display());
+}
+
+/// Loads a simulated fleet straight into the registry, tenant by tenant, as an import would.
+pub async fn provision(registry: &Registry, fleet: &Fleet) -> anyhow::Result<()> {
+    let mut by_tenant: std::collections::BTreeMap<&str, Vec<NewDevice>> = Default::default();
+    for d in &fleet.devices {
+        by_tenant.entry(&d.tenant).or_default().push(NewDevice {
+            floor: Some(d.floor.clone()),
+            room: Some(d.room.clone()),
+            ..NewDevice::with_keys(&d.id, &d.building, &d.key, &d.key)
+        });
+    }
+    for (tenant, devices) in by_tenant {
+        registry
+            .provision(tenant, devices)
+            .await
+            .with_context(|| format!("cannot register the simulated fleet of {tenant}"))?;
+    }
+    Ok(())
+}
+
+/// Samples the cold sink's lag on `telemetry` every second, from outside its group, as
+/// monitoring would: the records it has not yet committed to the lake. (The processor's
+/// group commits only the offsets a restart would replay from, which says nothing of how far
+/// behind it is.)
+struct LagWatch {
+    bus: Arc<dyn Bus>,
+    topic: String,
+    cold_sink: String,
+    samples: Arc<Mutex<Vec<LagSample>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LagWatch {
+    fn start(pipeline: &Pipeline) -> LagWatch {
+        let bus = pipeline.bus.clone();
+        let topic = pipeline.topics.telemetry();
+        let cold_sink = pipeline.topics.group("weir-cold-sink");
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let task = {
+            let (bus, topic, cold_sink, samples) = (
+                bus.clone(),
+                topic.clone(),
+                cold_sink.clone(),
+                samples.clone(),
+            );
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    // A sample the bus cannot answer (a broker away) is left out.
+                    if let Ok(lag) = bus.group_lag(&topic, &cold_sink).await {
+                        let sample = LagSample {
+                            t_secs: start.elapsed().as_secs_f64(),
+                            cold_sink: lag.iter().sum(),
+                        };
+                        samples
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(sample);
+                    }
+                }
+            })
+        };
+        LagWatch {
+            bus,
+            topic,
+            cold_sink,
+            samples,
+            task,
+        }
+    }
+
+    /// Waits until the cold sink has committed everything on `telemetry`, or `patience` ends.
+    async fn wait_for_cold_sink(&self, patience: Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
+        while tokio::time::Instant::now() < deadline {
+            match self.bus.group_lag(&self.topic, &self.cold_sink).await {
+                Ok(lag) if lag.iter().all(|l| *l == 0) => return,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        eprintln!(
+            "the cold sink still lags after {}; stopping drains the rest",
+            humantime::format_duration(patience)
+        );
+    }
+
+    async fn stop(self) -> Vec<LagSample> {
+        self.task.abort();
+        let _ = self.task.await;
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The given directory (which must not hold an earlier lake) or a new temporary one that is
+/// kept after the run.
+fn fresh_data_dir(name: &str, given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(dir) => {
+            let lake = dir.join("lake");
+            anyhow::ensure!(
+                !lake.exists(),
+                "{} holds the lake of an earlier run; `weir {name}` needs a fresh data directory",
+                dir.display()
+            );
+            Ok(dir)
+        }
+        None => Ok(tempfile::Builder::new()
+            .prefix(&format!("weir-{name}-"))
+            .tempdir()
+            .context("cannot create a temporary data directory")?
+            .keep()),
+    }
+}
