@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
             duration: Duration::from_secs(seconds + 10),
             max_in_flight: 1024,
             seed: 42,
+            first_event: 0,
         },
         Arc::new(Counters::default()),
         stop.clone(),

@@ -333,6 +333,21 @@ pub struct LoadtestArgs {
     #[arg(long, env = "WEIR_CHART")]
     pub chart: Option<PathBuf>,
 
+    /// Raise the rate step by step, each step `--duration` long and `--ramp-factor` times the
+    /// one before, until a step is not sustained (readings failed, acknowledged below 99% of
+    /// the rate, or the cold sink more than 15 s of readings behind at its end); the report
+    /// gives the highest rate sustained.
+    #[arg(long, env = "WEIR_RAMP")]
+    pub ramp: bool,
+
+    /// Each ramp step's rate over the previous one's.
+    #[arg(long, env = "WEIR_RAMP_FACTOR", default_value_t = 1.5, value_parser = ramp_factor)]
+    pub ramp_factor: f64,
+
+    /// Highest rate a ramp tries, readings per second.
+    #[arg(long, env = "WEIR_RAMP_MAX", default_value_t = 1_000_000.0)]
+    pub ramp_max: f64,
+
     /// Address of the HTTP listener (port 0: any free port).
     #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
@@ -460,6 +475,14 @@ impl Cli {
         } else {
             builder.init();
         }
+    }
+}
+
+fn ramp_factor(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(factor) if factor > 1.0 && factor.is_finite() => Ok(factor),
+        Ok(_) => Err("a ramp's factor must be above 1".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -247,6 +247,43 @@ fn loadtest_writes_a_report_and_a_chart() {
     assert!(chart.starts_with("<svg") && chart.contains("acknowledged"));
 }
 
+/// A ramp's steps continue one another's readings (no reading sent twice), each is judged,
+/// and the lake holds them all.
+#[test]
+fn loadtest_ramp_steps_up_and_reports_each_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("run");
+    let out = weir(&[
+        "loadtest",
+        "--devices",
+        "300",
+        "--rate",
+        "150",
+        "--ramp",
+        "--ramp-factor",
+        "2",
+        "--ramp-max",
+        "300",
+        "--duration",
+        "2s",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("loadtest.json")).unwrap()).unwrap();
+    let steps = report["ramp"]["steps"].as_array().unwrap();
+    let rates: Vec<f64> = steps.iter().map(|s| s["rate"].as_f64().unwrap()).collect();
+    assert_eq!(rates, [150.0, 300.0], "{report}");
+    assert!(steps.iter().all(|s| s["sustained"] == true), "{report}");
+    assert_eq!(report["ramp"]["highest_sustained_eps"].as_f64(), Some(300.0));
+    assert_eq!(report["sent"].as_u64(), Some(900));
+    assert_eq!(report["stored"].as_u64(), Some(900));
+    assert_eq!(report["lost"].as_u64(), Some(0));
+    assert_eq!(report["duplicated"].as_u64(), Some(0));
+}
+
 #[test]
 fn sql_errors_name_the_problem() {
     let dir = tempfile::tempdir().unwrap();

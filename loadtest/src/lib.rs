@@ -2,6 +2,7 @@
 //! simulator was told against what the lake holds, independently of the pipeline's own counters.
 //!
 //! - [`progress`]: a live display of a run.
+//! - [`ramp`]: steps of rising rate, and which of them the pipeline sustained.
 //! - [`reconcile`]: counting the lake with SQL.
 //! - [`aggregates`]: checking the published windows against the lake.
 //! - [`chart`]: the SVG chart of a run: rate, latency and lag over time.
@@ -11,6 +12,7 @@
 pub mod aggregates;
 pub mod chart;
 pub mod progress;
+pub mod ramp;
 pub mod reconcile;
 pub mod report;
 pub mod resources;

@@ -63,22 +63,38 @@ impl Reconciliation {
     }
 }
 
-/// Checks the lake against what the simulator was told: each acknowledged event of `load`
-/// must be stored exactly once. Independent of the pipeline's counters: it knows only the
-/// fleet, the schedule of the run, and the rows.
+/// Checks the lake against what the simulator was told: each acknowledged event of `loads`
+/// (the steps of one run, one schedule) must be stored exactly once. Independent of the
+/// pipeline's counters: it knows only the fleet, the schedule of the run, and the rows.
 pub async fn exact(
     lake: &Lake,
     fleet: &Fleet,
-    load: &LoadReport,
+    loads: &[LoadReport],
 ) -> Result<Reconciliation, SqlError> {
+    let Some(first) = loads.first() else {
+        return Ok(Reconciliation::default());
+    };
+    let schedule = &first.schedule;
+    let events = loads
+        .iter()
+        .map(|l| l.first_event + l.events)
+        .max()
+        .unwrap_or(0);
+    // Whether event `k` of the run was acknowledged, whichever step sent it.
+    let acked = |k: u64| {
+        loads.iter().any(|l| {
+            (l.first_event..l.first_event + l.events).contains(&k)
+                && l.acks.contains(k - l.first_event)
+        })
+    };
     let index: HashMap<(&str, &str), usize> = fleet
         .devices
         .iter()
         .enumerate()
         .map(|(i, d)| ((d.tenant.as_str(), d.id.as_str()), i))
         .collect();
-    let positions = load.schedule.positions();
-    let mut found = vec![0u64; load.events.div_ceil(64) as usize];
+    let positions = schedule.positions();
+    let mut found = vec![0u64; events.div_ceil(64) as usize];
     let mut out = Reconciliation::default();
     let batches = sql::query(
         lake,
@@ -98,20 +114,20 @@ pub async fn exact(
             out.duplicated += copies - 1;
             let event = index
                 .get(&(tenant.value(i), device.value(i)))
-                .and_then(|d| load.schedule.index(positions[*d], seq.value(i)))
-                .filter(|k| *k < load.events);
+                .and_then(|d| schedule.index(positions[*d], seq.value(i)))
+                .filter(|k| *k < events);
             match event {
-                Some(k) if load.acks.contains(k) => found[(k / 64) as usize] |= 1 << (k % 64),
+                Some(k) if acked(k) => found[(k / 64) as usize] |= 1 << (k % 64),
                 Some(_) => out.stored_unacknowledged += 1,
                 None => out.foreign += copies,
             }
         }
     }
-    for k in 0..load.events {
-        if load.acks.contains(k) && found[(k / 64) as usize] & (1 << (k % 64)) == 0 {
+    for k in 0..events {
+        if acked(k) && found[(k / 64) as usize] & (1 << (k % 64)) == 0 {
             out.lost += 1;
             if out.lost_examples.len() < 5 {
-                let (d, seq) = load.schedule.event(k);
+                let (d, seq) = schedule.event(k);
                 let device = &fleet.devices[d];
                 out.lost_examples
                     .push(format!("{}/{}#{seq}", device.tenant, device.id));
@@ -200,11 +216,12 @@ mod tests {
             },
             sample_errors: Vec::new(),
             timeline: Vec::new(),
+            first_event: 0,
             events: 30,
             schedule: Arc::new(schedule.clone()),
             acks: Arc::new(acks),
         };
-        let found = exact(&lake, &fleet, &load).await.unwrap();
+        let found = exact(&lake, &fleet, &[load]).await.unwrap();
         let (d, seq) = schedule.event(3);
         let lost = format!("{}/{}#{seq}", fleet.devices[d].tenant, fleet.devices[d].id);
         assert_eq!(

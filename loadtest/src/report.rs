@@ -4,6 +4,7 @@ use serde::Serialize;
 use weir_simulator::{LatencySummary, LoadReport, Sample};
 
 use crate::chart::LagSample;
+use crate::ramp::RampReport;
 use crate::reconcile::Reconciliation;
 use crate::resources::Resources;
 
@@ -56,6 +57,10 @@ pub struct Report {
     pub lost_examples: Vec<String>,
     pub timeline: Vec<Sample>,
     pub lag: Vec<LagSample>,
+    /// The steps of a `--ramp` run; then `throughput_eps` and `latency_ms` are those of its
+    /// highest sustained step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<RampReport>,
 }
 
 /// What a run measured besides the load itself.
@@ -104,6 +109,7 @@ impl Report {
             lost_examples: lake.lost_examples.clone(),
             timeline: load.timeline.clone(),
             lag: observed.lag,
+            ramp: None,
         }
     }
 

@@ -33,6 +33,9 @@ pub struct LoadConfig {
     /// Most requests in flight at once; beyond it the driver falls behind (and says so).
     pub max_in_flight: usize,
     pub seed: u64,
+    /// Number of this run's first event (see [`Schedule`]): a load sent in steps continues
+    /// where the previous step ended, so that no device sends the same reading twice.
+    pub first_event: u64,
 }
 
 /// Live counters, read by progress displays while the run goes on.
@@ -73,7 +76,8 @@ pub struct Sample {
     pub max_ms: f64,
 }
 
-/// Which events of a run were acknowledged, one bit per event `k`, set by concurrent requests.
+/// Which events of a run were acknowledged, one bit per event (counted from the run's first),
+/// set by concurrent requests.
 #[derive(Debug)]
 pub struct Acks {
     words: Vec<AtomicU64>,
@@ -162,7 +166,8 @@ pub struct LoadReport {
     pub sample_errors: Vec<String>,
     /// Second by second.
     pub timeline: Vec<Sample>,
-    /// Events that came due: `0..events`.
+    /// Events that came due: `first_event..first_event + events`.
+    pub first_event: u64,
     pub events: u64,
     #[serde(skip)]
     pub schedule: Arc<Schedule>,
@@ -293,13 +298,13 @@ pub async fn drive(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let (index, seq) = schedule.event(k);
+        let (index, seq) = schedule.event(config.first_event + k);
         let time_ms = start_ms + offset.as_millis() as i64;
         let fleet = fleet.clone();
         let shared = shared.clone();
         shared.counters.sent.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(config.seed ^ k);
+            let mut rng = SmallRng::seed_from_u64(config.seed ^ (config.first_event + k));
             let device = &fleet.devices[index];
             let body =
                 serde_json::to_vec(&reading(device, seq, time_ms, &mut rng)).unwrap_or_default();
@@ -341,6 +346,7 @@ pub async fn drive(
         },
         sample_errors: shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         timeline: std::mem::take(&mut *shared.timeline.lock().unwrap_or_else(|e| e.into_inner())),
+        first_event: config.first_event,
         events: counters.sent.load(Ordering::Relaxed),
         schedule,
         acks: shared.acks.clone(),

@@ -17,6 +17,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let lake_options = args.pipeline.lake_option.clone();
     let run = execute(RunConfig {
         name: "demo",
+        ramp: None,
         data_dir: args.data_dir,
         listen: args.listen,
         pipeline: args.pipeline,
@@ -35,9 +36,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "  weir sql --lake {}{options} \"SELECT tenant, count(*) AS readings, avg(temperature) FROM telemetry GROUP BY tenant\"",
         report.lake
     );
-    if !run.load.sample_errors.is_empty() {
+    let errors: Vec<&String> = run.loads.iter().flat_map(|l| &l.sample_errors).collect();
+    if !errors.is_empty() {
         println!("\nsome requests were refused or failed, e.g.:");
-        for error in &run.load.sample_errors {
+        for error in errors {
             println!("  {error}");
         }
     }

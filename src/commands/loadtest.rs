@@ -7,11 +7,16 @@ use anyhow::Context;
 
 use crate::cli::LoadtestArgs;
 use crate::commands::demo::mismatch;
-use crate::commands::run::{RunConfig, execute};
+use crate::commands::run::{Ramp, RunConfig, execute};
 
 pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
+    let ramp = args.ramp.then_some(Ramp {
+        factor: args.ramp_factor,
+        max_rate: args.ramp_max,
+    });
     let run = execute(RunConfig {
         name: "loadtest",
+        ramp,
         data_dir: args.data_dir,
         listen: args.listen,
         pipeline: args.pipeline,
@@ -63,6 +68,15 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         "  cold-sink lag at most {} records · drained in {:.1} s · {:.1} s CPU · {:.0} MiB peak",
         report.max_lag_cold_sink, report.drain_secs, report.cpu_seconds, report.peak_rss_mib
     );
+    if let Some(ramp) = &report.ramp {
+        println!(
+            "  ramp: highest rate sustained {:.0} readings/s",
+            ramp.highest_sustained_eps
+        );
+        for (i, step) in ramp.steps.iter().enumerate() {
+            println!("    step {} at {:.0}/s: {}", i + 1, step.rate, step.verdict);
+        }
+    }
     if report.windows_checked == 0 {
         println!(
             "  no minute window was final, so none was checked: a minute is final once readings \

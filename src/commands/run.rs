@@ -15,6 +15,7 @@ use weir_ingest::Registry;
 use weir_ingest::registry::NewDevice;
 use weir_loadtest::chart::LagSample;
 use weir_loadtest::progress::Progress;
+use weir_loadtest::ramp::{RampReport, RampStep, merged};
 use weir_loadtest::report::Observed;
 use weir_loadtest::{Report, aggregates, reconcile, resources};
 use weir_processor::WarmView;
@@ -26,16 +27,26 @@ use crate::pipeline::{Pipeline, PipelineConfig, Roles};
 pub struct RunConfig {
     /// What the run is called in its banner and its temporary directory: `demo`, `loadtest`.
     pub name: &'static str,
+    /// Steps of rising rate instead of one at `load.rate`.
+    pub ramp: Option<Ramp>,
     pub data_dir: Option<PathBuf>,
     pub listen: SocketAddr,
     pub pipeline: PipelineArgs,
     pub load: LoadArgs,
 }
 
+/// A ramp: steps of `load.duration` each, from `load.rate`, each `factor` times the one before,
+/// up to `max_rate`, until a step is not sustained.
+pub struct Ramp {
+    pub factor: f64,
+    pub max_rate: f64,
+}
+
 /// What a run leaves for its command to show.
 pub struct Run {
     pub report: Report,
-    pub load: LoadReport,
+    /// The load of each step (one, unless ramping).
+    pub loads: Vec<LoadReport>,
     pub view: Arc<WarmView>,
     pub fleet: Arc<Fleet>,
     pub data_dir: PathBuf,
@@ -70,7 +81,6 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
     let total = (load_args.rate * load_args.duration.as_secs_f64()).round() as u64;
     print_banner(&config, &fleet, &pipeline, &data_dir, total);
 
-    let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     let signal_task = tokio::spawn(async move {
@@ -84,23 +94,52 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
         &pipeline.topics.building_aggregates(),
     )
     .await?;
-    let progress = Progress::start(counters.clone(), total);
-    let load = weir_simulator::drive(
-        fleet.clone(),
-        LoadConfig {
-            target: pipeline.url(),
-            rate: load_args.rate,
-            duration: load_args.duration,
-            max_in_flight: 1024,
-            seed: load_args.seed,
-        },
-        counters,
-        stop,
-    )
-    .await;
-    progress.finish();
+    // One step, or steps of rising rate until one is not sustained.
+    let mut loads: Vec<LoadReport> = Vec::new();
+    let mut steps: Vec<RampStep> = Vec::new();
+    let mut rate = load_args.rate;
+    loop {
+        let counters = Arc::new(Counters::default());
+        let events = (rate * load_args.duration.as_secs_f64()).round() as u64;
+        if config.ramp.is_some() {
+            println!("step {}: {rate:.0} readings/s", steps.len() + 1);
+        }
+        let progress = Progress::start(counters.clone(), events);
+        let load = weir_simulator::drive(
+            fleet.clone(),
+            LoadConfig {
+                target: pipeline.url(),
+                rate,
+                duration: load_args.duration,
+                max_in_flight: 1024,
+                seed: load_args.seed,
+                first_event: loads
+                    .iter()
+                    .map(|l| l.first_event + l.events)
+                    .max()
+                    .unwrap_or(0),
+            },
+            counters,
+            stop.clone(),
+        )
+        .await;
+        progress.finish();
+        let load = load?;
+        let Some(ramp) = &config.ramp else {
+            loads.push(load);
+            break;
+        };
+        let step = RampStep::judge(rate, &load, lag.now().await);
+        println!("  {}", step.verdict);
+        let go_on = step.sustained && !stop.is_cancelled() && rate * ramp.factor <= ramp.max_rate;
+        steps.push(step);
+        loads.push(load);
+        if !go_on {
+            break;
+        }
+        rate *= ramp.factor;
+    }
     signal_task.abort();
-    let load = load?;
 
     println!("draining: waiting for the lake to hold every reading…");
     let drained = tokio::time::Instant::now();
@@ -113,10 +152,18 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
     pipeline.stop().await?;
 
     println!("checking: every acknowledged reading in the lake, every published window…");
-    let reconciled = reconcile::exact(&lake, &fleet, &load).await?;
+    let reconciled = reconcile::exact(&lake, &fleet, &loads).await?;
     let windows = windows.finish().await?;
     let check = aggregates::check(&lake, &windows).await?;
-    let report = Report::new(
+    let ramp = config.ramp.as_ref().map(|_| RampReport::new(steps));
+    // The figures of a ramp are those of its highest sustained step (its last step if none
+    // was); its counts are the whole run's.
+    let shown = ramp
+        .as_ref()
+        .and_then(|r| r.steps.iter().rposition(|s| s.sustained))
+        .unwrap_or(loads.len() - 1);
+    let load = merged(&loads, shown);
+    let mut report = Report::new(
         &load,
         &reconciled,
         Observed {
@@ -131,9 +178,13 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
             resources: resources::current(),
         },
     );
+    if let Some(ramp) = &ramp {
+        report.throughput_eps = ramp.steps[shown].throughput_eps;
+    }
+    report.ramp = ramp;
     Ok(Run {
         report,
-        load,
+        loads,
         view,
         fleet,
         data_dir,
@@ -258,6 +309,16 @@ impl LagWatch {
             "the cold sink still lags after {}; stopping drains the rest",
             humantime::format_duration(patience)
         );
+    }
+
+    /// The cold sink's lag now; `None` if the bus does not answer.
+    async fn now(&self) -> Option<u64> {
+        let lag = self
+            .bus
+            .group_lag(&self.topic, &self.cold_sink)
+            .await
+            .ok()?;
+        Some(lag.iter().sum())
     }
 
     async fn stop(self) -> Vec<LagSample> {

@@ -36,6 +36,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             duration: args.load.duration,
             max_in_flight: args.max_in_flight,
             seed: args.load.seed,
+            first_event: 0,
         },
         counters,
         stop,
