@@ -95,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
             max_in_flight: 1024,
             seed: 42,
             first_event: 0,
+            batch: 1,
         },
         Arc::new(Counters::default()),
         stop.clone(),

@@ -291,6 +291,10 @@ pub struct LoadArgs {
     /// Seed of the simulated fleet and its readings.
     #[arg(long, env = "WEIR_SEED", default_value_t = 42)]
     pub seed: u64,
+
+    /// Readings per HTTP request: each device sends this many at once, as a JSON array.
+    #[arg(long, env = "WEIR_BATCH", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch: u64,
 }
 
 #[derive(Debug, Args)]

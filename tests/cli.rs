@@ -248,7 +248,7 @@ fn loadtest_writes_a_report_and_a_chart() {
 }
 
 /// A ramp's steps continue one another's readings (no reading sent twice), each is judged,
-/// and the lake holds them all.
+/// and the lake holds them all; devices send three readings per request.
 #[test]
 fn loadtest_ramp_steps_up_and_reports_each_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,6 +264,8 @@ fn loadtest_ramp_steps_up_and_reports_each_step() {
         "2",
         "--ramp-max",
         "300",
+        "--batch",
+        "3",
         "--duration",
         "2s",
         "--data-dir",
@@ -277,7 +279,10 @@ fn loadtest_ramp_steps_up_and_reports_each_step() {
     let rates: Vec<f64> = steps.iter().map(|s| s["rate"].as_f64().unwrap()).collect();
     assert_eq!(rates, [150.0, 300.0], "{report}");
     assert!(steps.iter().all(|s| s["sustained"] == true), "{report}");
-    assert_eq!(report["ramp"]["highest_sustained_eps"].as_f64(), Some(300.0));
+    assert_eq!(
+        report["ramp"]["highest_sustained_eps"].as_f64(),
+        Some(300.0)
+    );
     assert_eq!(report["sent"].as_u64(), Some(900));
     assert_eq!(report["stored"].as_u64(), Some(900));
     assert_eq!(report["lost"].as_u64(), Some(0));

@@ -161,7 +161,7 @@ mod tests {
             ..FleetConfig::default()
         })
         .unwrap();
-        let schedule = Schedule::new(10, 7);
+        let schedule = Schedule::new(10, 7, 1);
         let acks = Acks::new(30);
         for k in (0..30).filter(|k| *k != 5) {
             acks.set(k);

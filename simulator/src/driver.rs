@@ -1,9 +1,10 @@
 //! The open-loop load driver.
 //!
-//! Event `k` of a run is due at `start + k / rate`; it is reading number `k / N` of device
-//! `order[k % N]` (a seeded shuffle of the fleet), so every device reports once per `N / rate`
-//! seconds and the fleet starts staggered. A request that answers 503 or cannot connect is
-//! retried (as a device would) a few times; its latency counts from when it was due.
+//! Event `k` of a run is due at `start + k / rate`. Events go out one per request, or in
+//! requests of `batch` readings of one device (see [`Schedule`]), each request due when its
+//! last reading is, whether or not earlier requests have finished. A request that answers 503
+//! or cannot connect is retried (as a device would) a few times; its latency counts from when
+//! it was due.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,8 +35,12 @@ pub struct LoadConfig {
     pub max_in_flight: usize,
     pub seed: u64,
     /// Number of this run's first event (see [`Schedule`]): a load sent in steps continues
-    /// where the previous step ended, so that no device sends the same reading twice.
+    /// where the previous step ended, so that no device sends the same reading twice. A
+    /// multiple of `batch`.
     pub first_event: u64,
+    /// Readings per request: a device that buffers and sends `batch` readings at once, as a
+    /// JSON array; 1 sends each reading on its own.
+    pub batch: u64,
 }
 
 /// Live counters, read by progress displays while the run goes on.
@@ -112,32 +117,43 @@ impl Acks {
     }
 }
 
-/// Which reading event `k` of a run is: reading number `k / N` of device `order[k % N]`.
+/// Which reading event `k` of a run is. Events go out in requests of `batch` readings of one
+/// device: request `r = k / batch` is from device `order[r % N]` (a seeded shuffle of the
+/// fleet), and carries its readings `(r / N) * batch ..` onwards. So every device reports once
+/// per `N * batch / rate` seconds, the fleet starts staggered, and a device's readings are
+/// numbered without gaps.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     /// Fleet indices in the order they report.
     pub order: Vec<usize>,
+    pub batch: u64,
 }
 
 impl Schedule {
-    pub fn new(devices: usize, seed: u64) -> Schedule {
+    pub fn new(devices: usize, seed: u64, batch: u64) -> Schedule {
         let mut order: Vec<usize> = (0..devices).collect();
         order.shuffle(&mut SmallRng::seed_from_u64(seed));
-        Schedule { order }
+        Schedule {
+            order,
+            batch: batch.max(1),
+        }
     }
 
     /// `(fleet index, seq)` of event `k`.
     pub fn event(&self, k: u64) -> (usize, i64) {
         let n = self.order.len() as u64;
-        (self.order[(k % n) as usize], (k / n) as i64)
+        let request = k / self.batch;
+        let seq = (request / n) * self.batch + k % self.batch;
+        (self.order[(request % n) as usize], seq as i64)
     }
 
-    /// The event that is reading `seq` of the device at fleet index `device`: the inverse of
-    /// [`Schedule::event`], given `position[device]`, the device's place in `order`.
+    /// The event that is reading `seq` of the device at `position` in `order`: the inverse of
+    /// [`Schedule::event`].
     pub fn index(&self, position: usize, seq: i64) -> Option<u64> {
-        u64::try_from(seq)
-            .ok()
-            .map(|seq| seq * self.order.len() as u64 + position as u64)
+        let seq = u64::try_from(seq).ok()?;
+        let n = self.order.len() as u64;
+        let request = (seq / self.batch) * n + position as u64;
+        Some(request * self.batch + seq % self.batch)
     }
 
     /// Each fleet index's place in `order`.
@@ -250,8 +266,17 @@ pub async fn drive(
             "the fleet and max_in_flight must not be empty".into(),
         ));
     }
-    let schedule = Arc::new(Schedule::new(fleet.len(), config.seed));
-    let total = (config.rate * config.duration.as_secs_f64()).round() as u64;
+    let batch = config.batch.max(1);
+    if !config.first_event.is_multiple_of(batch) {
+        return Err(SimError::Config(format!(
+            "the first event {} is not a multiple of the batch {batch}",
+            config.first_event
+        )));
+    }
+    let schedule = Arc::new(Schedule::new(fleet.len(), config.seed, batch));
+    // Whole requests only.
+    let requests = (config.rate * config.duration.as_secs_f64() / batch as f64).round() as u64;
+    let total = requests * batch;
     let url = config
         .target
         .join("v1/telemetry")
@@ -288,9 +313,11 @@ pub async fn drive(
     let start_ms = chrono::Utc::now().timestamp_millis();
     let timeline = tokio::spawn(sample_every_second(shared.clone(), start));
 
-    for k in 0..total {
-        let offset = Duration::from_secs_f64(k as f64 / config.rate);
-        let due = start + offset;
+    for r in 0..requests {
+        // Due when its last reading is: no reading is sent before its time.
+        let events = r * batch..(r + 1) * batch;
+        let offset = |k: u64| Duration::from_secs_f64(k as f64 / config.rate);
+        let due = start + offset(events.end - 1);
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep_until(due) => {}
@@ -298,18 +325,37 @@ pub async fn drive(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let (index, seq) = schedule.event(config.first_event + k);
-        let time_ms = start_ms + offset.as_millis() as i64;
+        let readings: Vec<(u64, usize, i64, i64)> = events
+            .clone()
+            .map(|k| {
+                let (index, seq) = schedule.event(config.first_event + k);
+                let time_ms = start_ms + offset(k).as_millis() as i64;
+                (k, index, seq, time_ms)
+            })
+            .collect();
         let fleet = fleet.clone();
         let shared = shared.clone();
-        shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+        shared.counters.sent.fetch_add(batch, Ordering::Relaxed);
         tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(config.seed ^ (config.first_event + k));
+            let index = readings[0].1;
             let device = &fleet.devices[index];
-            let body =
-                serde_json::to_vec(&reading(device, seq, time_ms, &mut rng)).unwrap_or_default();
-            if send(&shared, device, &shared.tokens[index], body).await {
-                shared.acks.set(k);
+            let bodies: Vec<_> = readings
+                .iter()
+                .map(|(k, _, seq, time_ms)| {
+                    let mut rng = SmallRng::seed_from_u64(config.seed ^ (config.first_event + k));
+                    reading(device, *seq, *time_ms, &mut rng)
+                })
+                .collect();
+            let body = if let [one] = &bodies[..] {
+                serde_json::to_vec(one)
+            } else {
+                serde_json::to_vec(&bodies)
+            }
+            .unwrap_or_default();
+            if send(&shared, device, &shared.tokens[index], body, batch).await {
+                for (k, ..) in &readings {
+                    shared.acks.set(*k);
+                }
             }
             let micros = due.elapsed().as_micros().max(1) as u64;
             if let Ok(mut latency) = shared.latency.lock() {
@@ -367,13 +413,14 @@ fn histogram() -> Result<Histogram<u64>, SimError> {
     Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| SimError::Config(e.to_string()))
 }
 
-/// One reading, with a device's patience: retries on 503 and connection errors. True if it
-/// was acknowledged.
+/// One request of `readings` readings, with a device's patience: retries on 503 and
+/// connection errors. True if it was acknowledged.
 async fn send(
     shared: &Shared,
     device: &crate::fleet::SimDevice,
     token: &std::sync::OnceLock<String>,
     body: Vec<u8>,
+    readings: u64,
 ) -> bool {
     let counters = &shared.counters;
     // A device authenticates as with IoT Hub: a SAS token signed with its key.
@@ -392,11 +439,11 @@ async fn send(
             .await;
         let retry_after = match response {
             Ok(r) if r.status().is_success() => {
-                counters.accepted.fetch_add(1, Ordering::Relaxed);
+                counters.accepted.fetch_add(readings, Ordering::Relaxed);
                 return true;
             }
             Ok(r) if r.status().is_client_error() => {
-                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                counters.rejected.fetch_add(readings, Ordering::Relaxed);
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
                 shared.note_error(format!("{status}: {text}"));
@@ -426,6 +473,39 @@ async fn send(
             tokio::time::sleep(retry_after).await;
         }
     }
-    counters.failed.fetch_add(1, Ordering::Relaxed);
+    counters.failed.fetch_add(readings, Ordering::Relaxed);
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_numbers_each_device_s_readings_without_gaps() {
+        for batch in [1, 4] {
+            let schedule = Schedule::new(5, 3, batch);
+            let positions = schedule.positions();
+            let mut seqs = vec![Vec::new(); 5];
+            for k in 0..60 {
+                let (device, seq) = schedule.event(k);
+                seqs[device].push(seq);
+                assert_eq!(
+                    schedule.index(positions[device], seq),
+                    Some(k),
+                    "batch {batch}"
+                );
+            }
+            for device in seqs {
+                assert_eq!(device, (0..12).collect::<Vec<i64>>(), "batch {batch}");
+            }
+            // A request's readings are one device's.
+            let requests: Vec<Vec<usize>> = (0..60)
+                .collect::<Vec<u64>>()
+                .chunks(batch as usize)
+                .map(|r| r.iter().map(|k| schedule.event(*k).0).collect())
+                .collect();
+            assert!(requests.iter().all(|r| r.iter().all(|d| *d == r[0])));
+        }
+    }
 }

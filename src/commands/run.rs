@@ -118,6 +118,7 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
                     .map(|l| l.first_event + l.events)
                     .max()
                     .unwrap_or(0),
+                batch: load_args.batch,
             },
             counters,
             stop.clone(),

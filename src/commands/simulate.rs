@@ -37,6 +37,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             max_in_flight: args.max_in_flight,
             seed: args.load.seed,
             first_event: 0,
+            batch: args.load.batch,
         },
         counters,
         stop,
