@@ -105,11 +105,20 @@ log "gateway at $GATEWAY, topics $PREFIX*, work in $WORK"
 # allowed lateness (40 s). Start the load late enough in a minute (plus 5 s of margin) that
 # the first minute with readings is final before the load ends: otherwise, by the clock
 # alone, a short run publishes no minute to check.
+# Not in a minute's last 5 s either: the load would start in the next minute, too early in it.
 into_minute=$((10#$(date +%S)))
 first_final=$((105 - SECONDS_OF_LOAD))
-if ((first_final < 60 && into_minute < first_final)); then
-  log "waiting $((first_final - into_minute)) s, so that a minute is final before the load ends"
-  sleep $((first_final - into_minute))
+if ((first_final > 0 && first_final < 55)); then
+  wait_for=0
+  if ((into_minute < first_final)); then
+    wait_for=$((first_final - into_minute))
+  elif ((into_minute >= 55)); then
+    wait_for=$((60 - into_minute + first_final))
+  fi
+  if ((wait_for > 0)); then
+    log "waiting $wait_for s, so that a minute is final before the load ends"
+    sleep "$wait_for"
+  fi
 fi
 
 "$WEIR_BIN" simulate --target "$GATEWAY" --devices 1000 --rate "$RATE" \

@@ -49,8 +49,14 @@ pub struct Report {
     /// Seconds from the end of the load until the lake held everything (the drain).
     pub drain_secs: f64,
     /// CPU time (user + system) of the whole process, in seconds: the pipeline and the
-    /// simulator when both run in it.
+    /// simulator when both run in it, setup and checks included.
     pub cpu_seconds: f64,
+    /// CPU seconds of the pipeline while the load ran, the simulator's threads left out.
+    pub pipeline_cpu_seconds: f64,
+    /// Of one core: `pipeline_cpu_seconds` over the seconds the load ran.
+    pub pipeline_cores: f64,
+    /// CPU seconds of the simulator's threads.
+    pub simulator_cpu_seconds: f64,
     /// Peak resident memory of the process, in MiB.
     pub peak_rss_mib: f64,
     /// Up to five lost readings, `tenant/device#seq`.
@@ -75,6 +81,8 @@ pub struct Observed {
     pub lag: Vec<LagSample>,
     pub drain_secs: f64,
     pub resources: Resources,
+    pub simulator_cpu_seconds: f64,
+    pub pipeline_cpu_seconds: f64,
 }
 
 impl Report {
@@ -105,6 +113,13 @@ impl Report {
             max_lag_cold_sink: observed.lag.iter().map(|l| l.cold_sink).max().unwrap_or(0),
             drain_secs: observed.drain_secs,
             cpu_seconds: observed.resources.cpu_seconds,
+            pipeline_cpu_seconds: observed.pipeline_cpu_seconds,
+            pipeline_cores: if load.elapsed_secs > 0.0 {
+                observed.pipeline_cpu_seconds / load.elapsed_secs
+            } else {
+                0.0
+            },
+            simulator_cpu_seconds: observed.simulator_cpu_seconds,
             peak_rss_mib: observed.resources.peak_rss_mib,
             lost_examples: lake.lost_examples.clone(),
             timeline: load.timeline.clone(),

@@ -65,8 +65,16 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         report.latency_ms.max
     );
     println!(
-        "  cold-sink lag at most {} records · drained in {:.1} s · {:.1} s CPU · {:.0} MiB peak",
-        report.max_lag_cold_sink, report.drain_secs, report.cpu_seconds, report.peak_rss_mib
+        "  cold-sink lag at most {} records · drained in {:.1} s",
+        report.max_lag_cold_sink, report.drain_secs
+    );
+    println!(
+        "  CPU: pipeline {:.1} s while loaded ({:.1}% of one core), simulator {:.1} s · process {:.1} s, {:.0} MiB peak",
+        report.pipeline_cpu_seconds,
+        100.0 * report.pipeline_cores,
+        report.simulator_cpu_seconds,
+        report.cpu_seconds,
+        report.peak_rss_mib
     );
     if let Some(ramp) = &report.ramp {
         println!(

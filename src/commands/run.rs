@@ -56,6 +56,9 @@ pub struct Run {
 /// pipeline anyway (and the stop drains what is left).
 const DRAIN_PATIENCE: Duration = Duration::from_secs(120);
 
+/// Name of the simulator's threads (15 bytes at most: Linux keeps no more).
+const SIMULATOR_THREADS: &str = "weir-simulator";
+
 pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
     let data_dir = fresh_data_dir(config.name, config.data_dir.take())?;
     if config.pipeline.kafka.is_some() && config.pipeline.topic_prefix.is_empty() {
@@ -94,6 +97,15 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
         &pipeline.topics.building_aggregates(),
     )
     .await?;
+    // The simulator runs on threads of its own, so that the pipeline's share of the CPU
+    // can be told apart from the load's.
+    let simulator = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(SIMULATOR_THREADS)
+        .enable_all()
+        .build()
+        .context("cannot start the simulator's threads")?;
+    let cpu_before = resources::current().cpu_seconds;
     // One step, or steps of rising rate until one is not sustained.
     let mut loads: Vec<LoadReport> = Vec::new();
     let mut steps: Vec<RampStep> = Vec::new();
@@ -105,27 +117,28 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
             println!("step {}: {rate:.0} readings/s", steps.len() + 1);
         }
         let progress = Progress::start(counters.clone(), events);
-        let load = weir_simulator::drive(
-            fleet.clone(),
-            LoadConfig {
-                target: pipeline.url(),
-                rate,
-                duration: load_args.duration,
-                max_in_flight: 1024,
-                seed: load_args.seed,
-                first_event: loads
-                    .iter()
-                    .map(|l| l.first_event + l.events)
-                    .max()
-                    .unwrap_or(0),
-                batch: load_args.batch,
-            },
-            counters,
-            stop.clone(),
-        )
-        .await;
+        let load = simulator
+            .spawn(weir_simulator::drive(
+                fleet.clone(),
+                LoadConfig {
+                    target: pipeline.url(),
+                    rate,
+                    duration: load_args.duration,
+                    max_in_flight: 1024,
+                    seed: load_args.seed,
+                    first_event: loads
+                        .iter()
+                        .map(|l| l.first_event + l.events)
+                        .max()
+                        .unwrap_or(0),
+                    batch: load_args.batch,
+                },
+                counters,
+                stop.clone(),
+            ))
+            .await;
         progress.finish();
-        let load = load?;
+        let load = load.context("the simulator failed")??;
         let Some(ramp) = &config.ramp else {
             loads.push(load);
             break;
@@ -141,6 +154,9 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
         rate *= ramp.factor;
     }
     signal_task.abort();
+    let simulator_cpu = resources::thread_cpu_seconds(SIMULATOR_THREADS);
+    let pipeline_cpu = resources::current().cpu_seconds - cpu_before - simulator_cpu;
+    simulator.shutdown_background();
 
     println!("draining: waiting for the lake to hold every reading…");
     let drained = tokio::time::Instant::now();
@@ -177,6 +193,8 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
             lag,
             drain_secs,
             resources: resources::current(),
+            simulator_cpu_seconds: simulator_cpu,
+            pipeline_cpu_seconds: pipeline_cpu,
         },
     );
     if let Some(ramp) = &ramp {
