@@ -31,11 +31,7 @@ pub struct RampStep {
 
 impl RampStep {
     pub fn judge(rate: f64, load: &LoadReport, lag_at_end: Option<u64>) -> RampStep {
-        let throughput = if load.elapsed_secs > 0.0 {
-            load.accepted as f64 / load.elapsed_secs
-        } else {
-            0.0
-        };
+        let throughput = load.throughput_eps();
         let lag_bound = (rate * LAG_BOUND_SECS).ceil() as u64;
         let problem = if load.failed + load.rejected > 0 {
             Some(format!(

@@ -104,11 +104,7 @@ impl Report {
             devices: observed.devices,
             rate: observed.rate,
             duration_secs: load.elapsed_secs,
-            throughput_eps: if load.elapsed_secs > 0.0 {
-                load.accepted as f64 / load.elapsed_secs
-            } else {
-                0.0
-            },
+            throughput_eps: load.throughput_eps(),
             latency_ms: load.latency_ms,
             max_lag_cold_sink: observed.lag.iter().map(|l| l.cold_sink).max().unwrap_or(0),
             drain_secs: observed.drain_secs,
@@ -132,5 +128,37 @@ impl Report {
     /// published window is right.
     pub fn is_exact(&self) -> bool {
         self.lost == 0 && self.duplicated == 0 && self.foreign == 0 && self.aggregates_exact
+    }
+}
+
+impl Report {
+    /// What went wrong in a run, in one line.
+    pub fn mismatch(&self) -> String {
+        let mut problems = Vec::new();
+        if self.lost > 0 {
+            problems.push(format!(
+                "{} acknowledged readings lost (e.g. {})",
+                self.lost,
+                self.lost_examples.join(", ")
+            ));
+        }
+        if self.duplicated > 0 {
+            problems.push(format!("{} rows duplicated", self.duplicated));
+        }
+        if self.foreign > 0 {
+            problems.push(format!("{} rows of no reading of this run", self.foreign));
+        }
+        if !self.aggregates_exact {
+            problems.push(format!(
+                "published windows differ from the lake: {}",
+                self.aggregate_mismatches.join("; ")
+            ));
+        }
+        format!(
+            "acknowledged {} but the lake holds {}: {}",
+            self.acked,
+            self.stored,
+            problems.join("; ")
+        )
     }
 }

@@ -108,13 +108,6 @@ impl Acks {
             .get((k / 64) as usize)
             .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (k % 64)) != 0)
     }
-
-    pub fn count(&self) -> u64 {
-        self.words
-            .iter()
-            .map(|w| w.load(Ordering::Relaxed).count_ones() as u64)
-            .sum()
-    }
 }
 
 /// Which reading event `k` of a run is. Events go out in requests of `batch` readings of one
@@ -190,6 +183,17 @@ pub struct LoadReport {
     /// Which events were acknowledged.
     #[serde(skip)]
     pub acks: Arc<Acks>,
+}
+
+impl LoadReport {
+    /// Acknowledged readings per second of the run.
+    pub fn throughput_eps(&self) -> f64 {
+        if self.elapsed_secs > 0.0 {
+            self.accepted as f64 / self.elapsed_secs
+        } else {
+            0.0
+        }
+    }
 }
 
 const RETRIES: u32 = 3;

@@ -52,39 +52,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("\nOK: every accepted reading is in the lake exactly once.");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("\nMISMATCH: {}", mismatch(report));
+        println!("\nMISMATCH: {}", report.mismatch());
         Ok(ExitCode::from(1))
     }
-}
-
-/// What went wrong in a run, in one line.
-pub fn mismatch(r: &Report) -> String {
-    let mut problems = Vec::new();
-    if r.lost > 0 {
-        problems.push(format!(
-            "{} acknowledged readings lost (e.g. {})",
-            r.lost,
-            r.lost_examples.join(", ")
-        ));
-    }
-    if r.duplicated > 0 {
-        problems.push(format!("{} rows duplicated", r.duplicated));
-    }
-    if r.foreign > 0 {
-        problems.push(format!("{} rows of no reading of this run", r.foreign));
-    }
-    if !r.aggregates_exact {
-        problems.push(format!(
-            "published windows differ from the lake: {}",
-            r.aggregate_mismatches.join("; ")
-        ));
-    }
-    format!(
-        "acknowledged {} but the lake holds {}: {}",
-        r.acked,
-        r.stored,
-        problems.join("; ")
-    )
 }
 
 fn print_results(r: &Report) {

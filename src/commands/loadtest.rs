@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::LoadtestArgs;
-use crate::commands::demo::mismatch;
 use crate::commands::run::{Ramp, RunConfig, execute};
 
 pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
@@ -99,7 +98,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("\nMISMATCH: {}", mismatch(report));
+        println!("\nMISMATCH: {}", report.mismatch());
         Ok(ExitCode::from(1))
     }
 }

@@ -26,9 +26,9 @@ use std::sync::{Arc, LazyLock, Mutex, Once};
 use deltalake::DeltaResult;
 use deltalake::logstore::{LogStore, LogStoreFactory, StorageConfig, default_logstore};
 use object_store::ObjectStore;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::memory::InMemory;
 use url::Url;
 
@@ -92,29 +92,33 @@ pub fn cloud_store(
     };
     Ok(match cloud {
         Cloud::S3 => {
-            let mut builder = AmazonS3Builder::from_env().with_url(location);
-            for (key, value) in options {
-                let key = AmazonS3ConfigKey::from_str(key).map_err(|_| unknown(key))?;
-                builder = builder.with_config(key, value);
-            }
+            let builder = AmazonS3Builder::from_env().with_url(location);
+            let builder = with_options(builder, options, |b, k, v| b.with_config(k, v), unknown)?;
             Arc::new(builder.build().map_err(failed)?)
         }
         Cloud::Azure => {
-            let mut builder = MicrosoftAzureBuilder::from_env().with_url(location);
-            for (key, value) in options {
-                let key = AzureConfigKey::from_str(key).map_err(|_| unknown(key))?;
-                builder = builder.with_config(key, value);
-            }
+            let builder = MicrosoftAzureBuilder::from_env().with_url(location);
+            let builder = with_options(builder, options, |b, k, v| b.with_config(k, v), unknown)?;
             Arc::new(builder.build().map_err(failed)?)
         }
         Cloud::Gcs => {
-            let mut builder = GoogleCloudStorageBuilder::from_env().with_url(location);
-            for (key, value) in options {
-                let key = GoogleConfigKey::from_str(key).map_err(|_| unknown(key))?;
-                builder = builder.with_config(key, value);
-            }
+            let builder = GoogleCloudStorageBuilder::from_env().with_url(location);
+            let builder = with_options(builder, options, |b, k, v| b.with_config(k, v), unknown)?;
             Arc::new(builder.build().map_err(failed)?)
         }
+    })
+}
+
+/// `builder` with each option set, its key read as the store's configuration key `K`.
+fn with_options<B, K: FromStr>(
+    builder: B,
+    options: &[(String, String)],
+    set: impl Fn(B, K, &str) -> B,
+    unknown: impl Fn(&str) -> LakeError,
+) -> Result<B, LakeError> {
+    options.iter().try_fold(builder, |builder, (key, value)| {
+        let key = K::from_str(key).map_err(|_| unknown(key))?;
+        Ok(set(builder, key, value))
     })
 }
 
