@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let fleet = Arc::new(Fleet::generate(&FleetConfig::default())?);
-    weir::commands::run::provision(&pipeline.registry, &fleet).await?;
+    weir::commands::run::provision(&pipeline.registry, &fleet, |_| true).await?;
     let probe_tenant = fleet.devices[0].tenant.clone();
     pipeline
         .registry
@@ -96,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
             seed: 42,
             first_event: 0,
             batch: 1,
+            plan: Arc::new(weir_simulator::Plan::steady(fleet.len())),
         },
         Arc::new(Counters::default()),
         stop.clone(),

@@ -8,7 +8,10 @@
 #                                      fresh scratch directory, or to DIR, which survives
 #                                      restarts; waits until ready
 #   infra/broker.sh stop               stop the broker started by `start`
-#   infra/broker.sh status             exit 0 when the broker answers
+#   infra/broker.sh status             exit 0 when the broker accepts connections
+#   infra/broker.sh healthy            exit 0 when the broker answers a Kafka request (it lists
+#                                      its topics) within 20 s: a broker can accept connections
+#                                      and still have stopped serving
 #   infra/broker.sh topic NAME PARTS   create a topic
 #
 # Environment: WEIR_TOOLS_DIR (where the binary is cached, default ~/.cache/weir/tools),
@@ -97,6 +100,7 @@ case "${1:-}" in
   start) start "${2:-}" ;;
   stop) stop ;;
   status) answers ;;
+  healthy) install; timeout 20 "$TANSU" topic list --broker "$URL" >/dev/null 2>&1 ;;
   topic) install; "$TANSU" topic create "$2" --partitions "${3:-8}" --broker "$URL" ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac

@@ -185,7 +185,20 @@ for _ in $(seq 1 12); do
 done
 log "lake holds $(count) readings; stopping the roles"
 for name in "${!PIDS[@]}"; do kill -TERM "${PIDS[$name]}" 2>/dev/null || true; done
-for name in "${!PIDS[@]}"; do wait "${PIDS[$name]}" 2>/dev/null || true; done
+# A role has two minutes to stop; one that has not is reported and killed, not waited on.
+for _ in $(seq 1 120); do
+  alive=0
+  for name in "${!PIDS[@]}"; do kill -0 "${PIDS[$name]}" 2>/dev/null && alive=1; done
+  [ "$alive" -eq 1 ] || break
+  sleep 1
+done
+for name in "${!PIDS[@]}"; do
+  if kill -0 "${PIDS[$name]}" 2>/dev/null; then
+    log "$name did not stop within two minutes of SIGTERM; killing it"
+    kill -9 "${PIDS[$name]}" 2>/dev/null || true
+  fi
+  wait "${PIDS[$name]}" 2>/dev/null || true
+done
 PIDS=()
 
 set +e

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
+use weir_simulator::{Scenario, ScenarioConfig};
 
 /// weir: a self-hosted IoT telemetry pipeline.
 ///
@@ -295,6 +296,32 @@ pub struct LoadArgs {
     /// Readings per HTTP request: each device sends this many at once, as a JSON array.
     #[arg(long, env = "WEIR_BATCH", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub batch: u64,
+
+    /// What happens to the fleet besides steady readings: `steady`; `heat-wave` (some rooms
+    /// overheat: their alerts must fire); `silent` (some devices stop halfway: each must be
+    /// declared silent); `skew` (some clocks off by up to `--skew`: late, out-of-order
+    /// readings); `burst` (the fleet reports in bursts every `--burst-period`); `churn` (a
+    /// third of the way in, some devices are revoked and new ones registered).
+    #[arg(long, env = "WEIR_SCENARIO", default_value = "steady")]
+    pub scenario: Scenario,
+
+    /// `skew`: the most a device's clock is off, either way.
+    #[arg(long, env = "WEIR_SKEW", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub skew: Duration,
+
+    /// `burst`: how often the fleet reports at once.
+    #[arg(long, env = "WEIR_BURST_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub burst_period: Duration,
+}
+
+impl LoadArgs {
+    pub fn scenario(&self) -> ScenarioConfig {
+        ScenarioConfig {
+            scenario: self.scenario,
+            skew: self.skew,
+            burst_period: self.burst_period,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -9,18 +9,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
-use weir_common::bus::{Bus, BusError, Offset, Partition, Poll, Subscription};
-use weir_common::shutdown::CancellationToken;
+use weir_common::bus::{Bus, BusError};
 use weir_processor::records::{WindowKind, WindowRecord};
 use weir_processor::zones::Zone;
 use weir_schemas::Measure;
 use weir_sinks::Lake;
 use weir_sinks::sql::{self, SqlError};
+
+use crate::collect::Collector;
 
 const MINUTE_US: i64 = weir_processor::role::MINUTE_US;
 
@@ -30,77 +30,33 @@ pub async fn published(bus: Arc<dyn Bus>, topic: &str) -> Result<Vec<WindowRecor
     WindowCollector::start(bus, topic).await?.finish().await
 }
 
-/// Collects the minute windows a run publishes, from before it starts: the embedded bus keeps
-/// a record only while some group still has to read it, so a reader that joins after the run
-/// would find the windows the warm views already consumed gone.
-pub struct WindowCollector {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<Vec<WindowRecord>, BusError>>,
-}
+/// Collects the minute windows a run publishes, from before it starts (see [`crate::collect`]).
+pub struct WindowCollector(Collector<BTreeMap<Vec<u8>, WindowRecord>>);
 
 impl WindowCollector {
     /// Joins a group of its own on `topic` and reads it from the start.
     pub async fn start(bus: Arc<dyn Bus>, topic: &str) -> Result<WindowCollector, BusError> {
-        let group = weir_common::bus::conformance::unique("weir-reconcile");
-        let sub = bus.subscribe(topic, &group).await?;
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(collect(sub, stop.clone()));
-        Ok(WindowCollector { stop, task })
+        let collector =
+            Collector::start(
+                bus,
+                topic,
+                BTreeMap::new(),
+                |latest, m| match WindowRecord::decode(&m.value) {
+                    Ok(w) if w.kind == WindowKind::Minute => {
+                        latest.insert(m.key.to_vec(), w);
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "a published window does not parse"),
+                },
+            )
+            .await?;
+        Ok(WindowCollector(collector))
     }
 
     /// Reads on to the end of the topic, then returns the last value of each window.
     pub async fn finish(self) -> Result<Vec<WindowRecord>, BusError> {
-        self.stop.cancel();
-        self.task
-            .await
-            .map_err(|e| BusError::Backend(format!("the window reader failed: {e}")))?
+        Ok(self.0.finish().await?.into_values().collect())
     }
-}
-
-async fn collect(
-    mut sub: Box<dyn Subscription>,
-    stop: CancellationToken,
-) -> Result<Vec<WindowRecord>, BusError> {
-    let mut latest: BTreeMap<Vec<u8>, WindowRecord> = BTreeMap::new();
-    let mut quiet = 0;
-    let mut failures = 0;
-    // Done once asked to finish, owning partitions, read to the end, and quiet a while.
-    while quiet < 3 {
-        match sub.poll(10_000, Duration::from_millis(300)).await? {
-            Poll::Messages(messages) => {
-                quiet = 0;
-                let mut read_to: BTreeMap<Partition, Offset> = BTreeMap::new();
-                for m in messages {
-                    read_to.insert(m.partition, m.offset + 1);
-                    match WindowRecord::decode(&m.value) {
-                        Ok(w) if w.kind == WindowKind::Minute => {
-                            latest.insert(m.key.to_vec(), w);
-                        }
-                        Ok(_) => {}
-                        Err(error) => tracing::warn!(%error, "a published window does not parse"),
-                    }
-                }
-                // Kept here: the embedded bus may let go of them, and its producers need not
-                // wait for this reader.
-                let read_to: Vec<_> = read_to.into_iter().collect();
-                sub.commit(&read_to).await?;
-            }
-            Poll::Idle if stop.is_cancelled() && !sub.assignment().is_empty() => {
-                match sub.lag().await {
-                    Ok(0) => quiet += 1,
-                    Ok(_) => {}
-                    // A broker slow to answer (just after a heavy run) is asked again.
-                    Err(error) if failures < 20 => {
-                        failures += 1;
-                        tracing::warn!(%error, "cannot read the lag of the published windows yet");
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(latest.into_values().collect())
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -162,7 +118,7 @@ impl AggregateCheck {
     }
 }
 
-fn numbers(
+pub(crate) fn numbers(
     batch: &RecordBatch,
     name: &str,
     to: &DataType,

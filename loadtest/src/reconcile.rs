@@ -220,6 +220,9 @@ mod tests {
             events: 30,
             schedule: Arc::new(schedule.clone()),
             acks: Arc::new(acks),
+            rejects: Arc::new(Acks::new(30)),
+            rate: 30.0,
+            started_ms: 0,
         };
         let found = exact(&lake, &fleet, &[load]).await.unwrap();
         let (d, seq) = schedule.event(3);

@@ -7,6 +7,7 @@ use crate::chart::LagSample;
 use crate::ramp::RampReport;
 use crate::reconcile::Reconciliation;
 use crate::resources::Resources;
+use crate::scenario::ScenarioCheck;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -67,6 +68,9 @@ pub struct Report {
     /// highest sustained step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ramp: Option<RampReport>,
+    /// What the scenario implied, and whether it happened (`heat-wave`, `silent`, `churn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<ScenarioCheck>,
 }
 
 /// What a run measured besides the load itself.
@@ -121,13 +125,18 @@ impl Report {
             timeline: load.timeline.clone(),
             lag: observed.lag,
             ramp: None,
+            scenario: None,
         }
     }
 
     /// Every acknowledged reading is in the lake exactly once, nothing foreign is, and every
     /// published window is right.
     pub fn is_exact(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.foreign == 0 && self.aggregates_exact
+        self.lost == 0
+            && self.duplicated == 0
+            && self.foreign == 0
+            && self.aggregates_exact
+            && self.scenario.as_ref().is_none_or(|s| s.passed)
     }
 }
 
@@ -152,6 +161,13 @@ impl Report {
             problems.push(format!(
                 "published windows differ from the lake: {}",
                 self.aggregate_mismatches.join("; ")
+            ));
+        }
+        if let Some(scenario) = self.scenario.as_ref().filter(|s| !s.passed) {
+            problems.push(format!(
+                "the {} scenario did not go as it should: {}",
+                scenario.scenario,
+                scenario.problems.join("; ")
             ));
         }
         format!(

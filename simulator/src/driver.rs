@@ -4,7 +4,8 @@
 //! requests of `batch` readings of one device (see [`Schedule`]), each request due when its
 //! last reading is, whether or not earlier requests have finished. A request that answers 503
 //! or cannot connect is retried (as a device would) a few times; its latency counts from when
-//! it was due.
+//! it was due. A [`Plan`] may change that: bursts move when requests are due, silent devices
+//! skip theirs, skewed clocks shift readings' times, overheated rooms read hot.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use weir_common::shutdown::CancellationToken;
 use crate::SimError;
 use crate::fleet::Fleet;
 use crate::readings::reading;
+use crate::scenario::{HEAT_RISE, Plan};
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -41,6 +43,8 @@ pub struct LoadConfig {
     /// Readings per request: a device that buffers and sends `batch` readings at once, as a
     /// JSON array; 1 sends each reading on its own.
     pub batch: u64,
+    /// What the scenario changes (see [`crate::scenario`]).
+    pub plan: Arc<Plan>,
 }
 
 /// Live counters, read by progress displays while the run goes on.
@@ -183,6 +187,14 @@ pub struct LoadReport {
     /// Which events were acknowledged.
     #[serde(skip)]
     pub acks: Arc<Acks>,
+    /// Which events were refused (4xx).
+    #[serde(skip)]
+    pub rejects: Arc<Acks>,
+    /// Target readings per second.
+    pub rate: f64,
+    /// When event `first_event` was due, epoch milliseconds: event `k` was due
+    /// `(k - first_event) / rate` seconds later (or at the start of its burst).
+    pub started_ms: i64,
 }
 
 impl LoadReport {
@@ -205,6 +217,7 @@ struct Shared {
     /// Microseconds: the whole run, and the current second (see [`Sample`]).
     latency: Mutex<Latency>,
     acks: Arc<Acks>,
+    rejects: Arc<Acks>,
     timeline: Mutex<Vec<Sample>>,
     errors: Mutex<Vec<String>>,
     /// Each device's SAS token, made on its first reading and valid past the end of the run.
@@ -301,6 +314,7 @@ pub async fn drive(
             second: histogram()?,
         }),
         acks: Arc::new(Acks::new(total)),
+        rejects: Arc::new(Acks::new(total)),
         timeline: Mutex::default(),
         errors: Mutex::new(Vec::new()),
         tokens: (0..fleet.len())
@@ -317,11 +331,19 @@ pub async fn drive(
     let start_ms = chrono::Utc::now().timestamp_millis();
     let timeline = tokio::spawn(sample_every_second(shared.clone(), start));
 
+    let plan = config.plan.clone();
+    // Events whose time has come, sent or (for a silent device) not.
+    let mut due_events = 0;
     for r in 0..requests {
         // Due when its last reading is: no reading is sent before its time.
         let events = r * batch..(r + 1) * batch;
         let offset = |k: u64| Duration::from_secs_f64(k as f64 / config.rate);
-        let due = start + offset(events.end - 1);
+        let (index, _) = schedule.event(config.first_event + events.start);
+        if !plan.reports(index, offset(events.start), config.duration) {
+            due_events = events.end;
+            continue;
+        }
+        let due = start + plan.send_at(offset(events.end - 1));
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep_until(due) => {}
@@ -329,25 +351,34 @@ pub async fn drive(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
+        due_events = events.end;
         let readings: Vec<(u64, usize, i64, i64)> = events
             .clone()
             .map(|k| {
                 let (index, seq) = schedule.event(config.first_event + k);
-                let time_ms = start_ms + offset(k).as_millis() as i64;
+                let time_ms = start_ms
+                    + plan.send_at(offset(k)).as_millis() as i64
+                    + plan.skew_ms.get(index).copied().unwrap_or(0);
                 (k, index, seq, time_ms)
             })
             .collect();
         let fleet = fleet.clone();
         let shared = shared.clone();
+        let hot = plan.is_hot(index);
         shared.counters.sent.fetch_add(batch, Ordering::Relaxed);
         tokio::spawn(async move {
-            let index = readings[0].1;
             let device = &fleet.devices[index];
             let bodies: Vec<_> = readings
                 .iter()
                 .map(|(k, _, seq, time_ms)| {
                     let mut rng = SmallRng::seed_from_u64(config.seed ^ (config.first_event + k));
-                    reading(device, *seq, *time_ms, &mut rng)
+                    let mut reading = reading(device, *seq, *time_ms, &mut rng);
+                    if hot {
+                        reading.temperature = reading
+                            .temperature
+                            .map(|t| ((t + HEAT_RISE) * 100.0).round() / 100.0);
+                    }
+                    reading
                 })
                 .collect();
             let body = if let [one] = &bodies[..] {
@@ -356,9 +387,14 @@ pub async fn drive(
                 serde_json::to_vec(&bodies)
             }
             .unwrap_or_default();
-            if send(&shared, device, &shared.tokens[index], body, batch).await {
+            let answered = match send(&shared, device, &shared.tokens[index], body, batch).await {
+                Outcome::Accepted => Some(&shared.acks),
+                Outcome::Rejected => Some(&shared.rejects),
+                Outcome::Failed => None,
+            };
+            if let Some(answered) = answered {
                 for (k, ..) in &readings {
-                    shared.acks.set(*k);
+                    answered.set(*k);
                 }
             }
             let micros = due.elapsed().as_micros().max(1) as u64;
@@ -397,9 +433,12 @@ pub async fn drive(
         sample_errors: shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         timeline: std::mem::take(&mut *shared.timeline.lock().unwrap_or_else(|e| e.into_inner())),
         first_event: config.first_event,
-        events: counters.sent.load(Ordering::Relaxed),
+        events: due_events,
         schedule,
         acks: shared.acks.clone(),
+        rejects: shared.rejects.clone(),
+        rate: config.rate,
+        started_ms: start_ms,
     })
 }
 
@@ -417,15 +456,25 @@ fn histogram() -> Result<Histogram<u64>, SimError> {
     Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| SimError::Config(e.to_string()))
 }
 
+/// How a request ended.
+enum Outcome {
+    /// 2xx.
+    Accepted,
+    /// 4xx: refused on purpose, not tried again.
+    Rejected,
+    /// 5xx or no answer, after the retries.
+    Failed,
+}
+
 /// One request of `readings` readings, with a device's patience: retries on 503 and
-/// connection errors. True if it was acknowledged.
+/// connection errors.
 async fn send(
     shared: &Shared,
     device: &crate::fleet::SimDevice,
     token: &std::sync::OnceLock<String>,
     body: Vec<u8>,
     readings: u64,
-) -> bool {
+) -> Outcome {
     let counters = &shared.counters;
     // A device authenticates as with IoT Hub: a SAS token signed with its key.
     let token = token.get_or_init(|| {
@@ -444,14 +493,14 @@ async fn send(
         let retry_after = match response {
             Ok(r) if r.status().is_success() => {
                 counters.accepted.fetch_add(readings, Ordering::Relaxed);
-                return true;
+                return Outcome::Accepted;
             }
             Ok(r) if r.status().is_client_error() => {
                 counters.rejected.fetch_add(readings, Ordering::Relaxed);
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
                 shared.note_error(format!("{status}: {text}"));
-                return false;
+                return Outcome::Rejected;
             }
             Ok(r) => {
                 let wait = r
@@ -478,7 +527,7 @@ async fn send(
         }
     }
     counters.failed.fetch_add(readings, Ordering::Relaxed);
-    false
+    Outcome::Failed
 }
 
 #[cfg(test)]

@@ -7,14 +7,18 @@
 //!   `start + k / rate` whether or not earlier requests have finished, and its latency is
 //!   measured from when it was due, so a slow pipeline shows up as latency, not as a lower rate.
 //! - [`provision`]: registers the fleet through the gateway's admin API.
+//! - [`scenario`]: what happens to the fleet besides steady readings (a heat wave, silent
+//!   devices, skewed clocks, bursts, churn), planned for a seed.
 
 pub mod driver;
 pub mod fleet;
 pub mod provision;
 pub mod readings;
+pub mod scenario;
 
 pub use driver::{Acks, Counters, LatencySummary, LoadConfig, LoadReport, Sample, Schedule, drive};
 pub use fleet::{Fleet, FleetConfig, SimDevice};
+pub use scenario::{Plan, Scenario, ScenarioConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {

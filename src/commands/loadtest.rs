@@ -13,6 +13,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         factor: args.ramp_factor,
         max_rate: args.ramp_max,
     });
+    let args_scenario = args.load.scenario;
     let run = execute(RunConfig {
         name: "loadtest",
         ramp,
@@ -32,8 +33,8 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&report_path, serde_json::to_vec_pretty(report)?)
         .with_context(|| format!("cannot write the report to {}", report_path.display()))?;
     let title = format!(
-        "weir loadtest: {} devices, {} readings/s for {:.0} s",
-        report.devices, report.rate, report.duration_secs
+        "weir loadtest ({}): {} devices, {} readings/s for {:.0} s",
+        args_scenario, report.devices, report.rate, report.duration_secs
     );
     let svg = weir_loadtest::chart::svg(&title, &report.timeline, &report.lag)
         .map_err(|e| anyhow::anyhow!("cannot draw the chart: {e}"))?;
@@ -82,6 +83,21 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         );
         for (i, step) in ramp.steps.iter().enumerate() {
             println!("    step {} at {:.0}/s: {}", i + 1, step.rate, step.verdict);
+        }
+    }
+    if let Some(scenario) = &report.scenario {
+        println!(
+            "  scenario {}: {} · {}",
+            scenario.scenario,
+            scenario.checked,
+            if scenario.passed {
+                "as it should"
+            } else {
+                "NOT as it should"
+            }
+        );
+        for problem in &scenario.problems {
+            println!("    {problem}");
         }
     }
     if report.windows_checked == 0 {

@@ -12,14 +12,15 @@ use anyhow::Context;
 use weir_common::bus::Bus;
 use weir_common::shutdown::{self, CancellationToken};
 use weir_ingest::Registry;
-use weir_ingest::registry::NewDevice;
+use weir_ingest::registry::{DeviceState, NewDevice};
 use weir_loadtest::chart::LagSample;
 use weir_loadtest::progress::Progress;
 use weir_loadtest::ramp::{RampReport, RampStep, merged};
 use weir_loadtest::report::Observed;
+use weir_loadtest::scenario::{self as check, AlertCollector, Churned};
 use weir_loadtest::{Report, aggregates, reconcile, resources};
 use weir_processor::WarmView;
-use weir_simulator::{Counters, Fleet, FleetConfig, LoadConfig, LoadReport};
+use weir_simulator::{Counters, Fleet, FleetConfig, LoadConfig, LoadReport, Plan, Scenario};
 
 use crate::cli::{LoadArgs, PipelineArgs};
 use crate::pipeline::{Pipeline, PipelineConfig, Roles};
@@ -56,6 +57,10 @@ pub struct Run {
 /// pipeline anyway (and the stop drains what is left).
 const DRAIN_PATIENCE: Duration = Duration::from_secs(120);
 
+/// How long the pipeline may take to stop once drained (emit its windows, commit the lake)
+/// before the run gives up on it: a run that cannot end is an error, never a hang.
+const STOP_PATIENCE: Duration = Duration::from_secs(180);
+
 /// Name of the simulator's threads (15 bytes at most: Linux keeps no more).
 const SIMULATOR_THREADS: &str = "weir-simulator";
 
@@ -72,6 +77,8 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
         seed: load_args.seed,
         ..FleetConfig::default()
     })?);
+    let plan = Arc::new(Plan::new(&load_args.scenario(), &fleet, load_args.seed));
+    feasible(&config)?;
     let pipeline = Pipeline::start(PipelineConfig {
         data_dir: data_dir.clone(),
         listen: config.listen,
@@ -80,7 +87,19 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
         args: config.pipeline.clone(),
     })
     .await?;
-    provision(&pipeline.registry, &fleet).await?;
+    provision(&pipeline.registry, &fleet, |i| plan.registered_at_start(i)).await?;
+    let tenants = fleet.devices.iter().map(|d| d.tenant.clone()).collect();
+    let rules = check::rules(load_args.scenario, &tenants);
+    let alerts = if rules.is_empty() {
+        None
+    } else {
+        for rule in rules {
+            pipeline.registry.put_alert_rule(rule).await?;
+        }
+        // The processor reads the rules about once a second.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Some(AlertCollector::start(pipeline.bus.clone(), &pipeline.topics.alerts()).await?)
+    };
     let total = (load_args.rate * load_args.duration.as_secs_f64()).round() as u64;
     print_banner(&config, &fleet, &pipeline, &data_dir, total);
 
@@ -106,6 +125,14 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
         .build()
         .context("cannot start the simulator's threads")?;
     let cpu_before = resources::current().cpu_seconds;
+    let churn = (load_args.scenario == Scenario::Churn).then(|| {
+        tokio::spawn(churn(
+            pipeline.registry.clone(),
+            fleet.clone(),
+            plan.clone(),
+            Plan::churn_at(load_args.duration),
+        ))
+    });
     // One step, or steps of rising rate until one is not sustained.
     let mut loads: Vec<LoadReport> = Vec::new();
     let mut steps: Vec<RampStep> = Vec::new();
@@ -132,6 +159,7 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
                         .max()
                         .unwrap_or(0),
                     batch: load_args.batch,
+                    plan: plan.clone(),
                 },
                 counters,
                 stop.clone(),
@@ -154,6 +182,7 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
         rate *= ramp.factor;
     }
     signal_task.abort();
+    let load_end_us = chrono::Utc::now().timestamp_micros();
     let simulator_cpu = resources::thread_cpu_seconds(SIMULATOR_THREADS);
     let pipeline_cpu = resources::current().cpu_seconds - cpu_before - simulator_cpu;
     simulator.shutdown_background();
@@ -166,12 +195,37 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
     println!("stopping: the processor emits its open windows, the sinks commit…");
     let lake = pipeline.lake.clone();
     let view = pipeline.view.clone();
-    pipeline.stop().await?;
+    tokio::time::timeout(STOP_PATIENCE, pipeline.stop())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the pipeline did not stop within {}: its consumers could not finish with the bus",
+                humantime::format_duration(STOP_PATIENCE)
+            )
+        })??;
 
     println!("checking: every acknowledged reading in the lake, every published window…");
     let reconciled = reconcile::exact(&lake, &fleet, &loads).await?;
     let windows = windows.finish().await?;
     let check = aggregates::check(&lake, &windows).await?;
+    let scenario = match (load_args.scenario, alerts, churn) {
+        (Scenario::HeatWave, Some(alerts), _) => {
+            let raised = alerts.finish().await?;
+            // Panes this old were closed, and judged, well before the pipeline stopped.
+            let args = &config.pipeline;
+            let closed_by_us = load_end_us - (args.allowed_lateness + args.hop).as_micros() as i64;
+            Some(check::heat_wave(&lake, &plan, &raised, args.hop, closed_by_us).await?)
+        }
+        (Scenario::Silent, Some(alerts), _) => {
+            let raised = alerts.finish().await?;
+            Some(check::silent(&fleet, &plan, &loads, &raised, load_end_us))
+        }
+        (Scenario::Churn, _, Some(churn)) => {
+            let churned = churn.await.context("the churn task failed")??;
+            Some(check::churn(&fleet, &plan, &loads, churned))
+        }
+        _ => None,
+    };
     let ramp = config.ramp.as_ref().map(|_| RampReport::new(steps));
     // The figures of a ramp are those of its highest sustained step (its last step if none
     // was); its counts are the whole run's.
@@ -201,6 +255,7 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
         report.throughput_eps = ramp.steps[shown].throughput_eps;
     }
     report.ramp = ramp;
+    report.scenario = scenario;
     Ok(Run {
         report,
         loads,
@@ -243,10 +298,15 @@ fn print_banner(
     println!("  data dir   {}", data_dir.display());
 }
 
-/// Loads a simulated fleet straight into the registry, tenant by tenant, as an import would.
-pub async fn provision(registry: &Registry, fleet: &Fleet) -> anyhow::Result<()> {
+/// Loads the devices of a simulated fleet that `keep` says (by fleet index) straight into the
+/// registry, tenant by tenant, as an import would.
+pub async fn provision(
+    registry: &Registry,
+    fleet: &Fleet,
+    keep: impl Fn(usize) -> bool,
+) -> anyhow::Result<()> {
     let mut by_tenant: std::collections::BTreeMap<&str, Vec<NewDevice>> = Default::default();
-    for d in &fleet.devices {
+    for (_, d) in fleet.devices.iter().enumerate().filter(|(i, _)| keep(*i)) {
         by_tenant.entry(&d.tenant).or_default().push(NewDevice {
             floor: Some(d.floor.clone()),
             room: Some(d.room.clone()),
@@ -258,6 +318,71 @@ pub async fn provision(registry: &Registry, fleet: &Fleet) -> anyhow::Result<()>
             .provision(tenant, devices)
             .await
             .with_context(|| format!("cannot register the simulated fleet of {tenant}"))?;
+    }
+    Ok(())
+}
+
+/// The churn of a run, `at` into it: revokes the plan's revoked devices and registers its
+/// joiners, through the registry as the admin API would.
+async fn churn(
+    registry: Arc<Registry>,
+    fleet: Arc<Fleet>,
+    plan: Arc<Plan>,
+    at: Duration,
+) -> anyhow::Result<Churned> {
+    tokio::time::sleep(at).await;
+    let begun_ms = chrono::Utc::now().timestamp_millis();
+    for (i, device) in fleet.devices.iter().enumerate() {
+        if plan.revoked[i] {
+            registry
+                .set_state(&device.tenant, &device.id, DeviceState::Revoked)
+                .await
+                .with_context(|| format!("cannot revoke {}", device.id))?;
+        }
+    }
+    provision(&registry, &fleet, |i| plan.joiners[i]).await?;
+    let done_ms = chrono::Utc::now().timestamp_millis();
+    Ok(Churned { begun_ms, done_ms })
+}
+
+/// Refuses a run whose scenario could not show what it should, saying what to change.
+fn feasible(config: &RunConfig) -> anyhow::Result<()> {
+    let (load, pipeline) = (&config.load, &config.pipeline);
+    let secs = |d: Duration| d.as_secs_f64();
+    anyhow::ensure!(
+        config.ramp.is_none() || load.scenario == Scenario::Steady,
+        "a ramp runs the steady scenario only; the {} scenario runs at one rate",
+        load.scenario
+    );
+    match load.scenario {
+        Scenario::Silent => {
+            let interval = load.devices as f64 * load.batch as f64 / load.rate;
+            let allowed = (pipeline.silent_factor * interval).max(secs(pipeline.silent_min));
+            let needed = (allowed + secs(pipeline.twins_interval) + 2.0).max(2.0 * interval + 1.0);
+            let half = secs(Plan::silent_from(load.duration));
+            anyhow::ensure!(
+                half >= needed,
+                "the silent scenario cannot show silence in this run: each device reports every \
+                 {interval:.1} s, so it is silent only {allowed:.1} s after its last reading \
+                 (--silent-factor times that, at least --silent-min), judged every {} s \
+                 (--twins-interval); the {half:.1} s after devices stop must hold {needed:.1} s. \
+                 Lengthen --duration, use fewer --devices or a higher --rate, or lower \
+                 --silent-min",
+                secs(pipeline.twins_interval)
+            );
+        }
+        Scenario::Skew => {
+            let needed = 2 * load.skew + Duration::from_secs(5);
+            anyhow::ensure!(
+                pipeline.allowed_lateness >= needed,
+                "the skew scenario sets clocks up to {} off either way, so readings arrive up \
+                 to twice that behind the newest; the windows can be checked only with \
+                 --allowed-lateness of at least {} (or a smaller --skew)",
+                humantime::format_duration(load.skew),
+                humantime::format_duration(needed)
+            );
+        }
+        Scenario::Steady | Scenario::HeatWave | Scenario::Burst | Scenario::Churn => {}
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use weir_common::shutdown::{self, CancellationToken};
 use weir_loadtest::progress::Progress;
-use weir_simulator::{Counters, Fleet, FleetConfig, LoadConfig, provision};
+use weir_simulator::{Counters, Fleet, FleetConfig, LoadConfig, Plan, Scenario, provision};
 
 use crate::cli::SimulateArgs;
 
@@ -15,6 +15,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         seed: args.load.seed,
         ..FleetConfig::default()
     })?);
+    anyhow::ensure!(
+        args.load.scenario != Scenario::Churn,
+        "the churn scenario revokes and registers devices while the load runs, which \
+         `weir loadtest` does; `weir simulate` only sends readings"
+    );
+    let plan = Plan::new(&args.load.scenario(), &fleet, args.load.seed);
     if let Some(token) = &args.token {
         eprintln!("provisioning {} devices at {}", fleet.len(), args.target);
         provision::provision(&args.target, token, &fleet).await?;
@@ -38,6 +44,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             seed: args.load.seed,
             first_event: 0,
             batch: args.load.batch,
+            plan: Arc::new(plan),
         },
         counters,
         stop,
