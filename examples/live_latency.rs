@@ -97,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
             first_event: 0,
             batch: 1,
             plan: Arc::new(weir_simulator::Plan::steady(fleet.len())),
+            protocols: Default::default(),
         },
         Arc::new(Counters::default()),
         stop.clone(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
-use weir_simulator::{Scenario, ScenarioConfig};
+use weir_simulator::{ProtocolMix, Scenario, ScenarioConfig};
 
 /// weir: a self-hosted IoT telemetry pipeline.
 ///
@@ -308,6 +308,12 @@ pub struct LoadArgs {
     /// `skew`: the most a device's clock is off, either way.
     #[arg(long, env = "WEIR_SKEW", default_value = "20s", value_parser = humantime::parse_duration)]
     pub skew: Duration,
+
+    /// Which protocols the devices speak, with weights: `http` (JSON to `/v1/telemetry`),
+    /// `line` (InfluxDB line protocol to `/api/v2/write`); e.g. `http=80,line=20`. Each
+    /// device keeps one for the run.
+    #[arg(long, env = "WEIR_PROTOCOLS", default_value = "http")]
+    pub protocols: ProtocolMix,
 
     /// `burst`: how often the fleet reports at once.
     #[arg(long, env = "WEIR_BURST_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]

@@ -23,6 +23,7 @@ use weir_common::shutdown::CancellationToken;
 
 use crate::SimError;
 use crate::fleet::Fleet;
+use crate::protocol::{Protocol, ProtocolMix};
 use crate::readings::reading;
 use crate::scenario::{HEAT_RISE, Plan};
 
@@ -45,6 +46,8 @@ pub struct LoadConfig {
     pub batch: u64,
     /// What the scenario changes (see [`crate::scenario`]).
     pub plan: Arc<Plan>,
+    /// Which protocol each device speaks.
+    pub protocols: ProtocolMix,
 }
 
 /// Live counters, read by progress displays while the run goes on.
@@ -212,7 +215,10 @@ const RETRIES: u32 = 3;
 
 struct Shared {
     client: reqwest::Client,
-    url: Url,
+    /// Where each protocol's requests go.
+    urls: Vec<(Protocol, Url)>,
+    /// Each device's protocol, by fleet index.
+    protocols: Vec<Protocol>,
     counters: Arc<Counters>,
     /// Microseconds: the whole run, and the current second (see [`Sample`]).
     latency: Mutex<Latency>,
@@ -294,20 +300,25 @@ pub async fn drive(
     // Whole requests only.
     let requests = (config.rate * config.duration.as_secs_f64() / batch as f64).round() as u64;
     let total = requests * batch;
-    let url = config
-        .target
-        .join("v1/telemetry")
-        .map_err(|e| SimError::Config(format!("target {}: {e}", config.target)))?;
+    let urls = Protocol::ALL
+        .into_iter()
+        .map(|p| {
+            let url = config.target.join(p.path());
+            url.map(|url| (p, url))
+                .map_err(|e| SimError::Config(format!("target {}: {e}", config.target)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let shared = Arc::new(Shared {
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(config.max_in_flight)
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|source| SimError::Http {
-                url: url.to_string(),
+                url: config.target.to_string(),
                 source,
             })?,
-        url,
+        urls,
+        protocols: config.protocols.assign(fleet.len(), config.seed),
         counters,
         latency: Mutex::new(Latency {
             run: histogram()?,
@@ -381,13 +392,17 @@ pub async fn drive(
                     reading
                 })
                 .collect();
-            let body = if let [one] = &bodies[..] {
-                serde_json::to_vec(one)
-            } else {
-                serde_json::to_vec(&bodies)
-            }
-            .unwrap_or_default();
-            let answered = match send(&shared, device, &shared.tokens[index], body, batch).await {
+            let protocol = shared.protocols[index];
+            let body = protocol.body(&device.id, &bodies);
+            let sent = send(
+                &shared,
+                device,
+                protocol,
+                &shared.tokens[index],
+                body,
+                batch,
+            );
+            let answered = match sent.await {
                 Outcome::Accepted => Some(&shared.acks),
                 Outcome::Rejected => Some(&shared.rejects),
                 Outcome::Failed => None,
@@ -471,6 +486,7 @@ enum Outcome {
 async fn send(
     shared: &Shared,
     device: &crate::fleet::SimDevice,
+    protocol: Protocol,
     token: &std::sync::OnceLock<String>,
     body: Vec<u8>,
     readings: u64,
@@ -481,12 +497,16 @@ async fn send(
         let resource = format!("{}/devices/{}", shared.host, device.id);
         weir_common::sas::sign(&resource, &device.key, shared.token_expiry).unwrap_or_default()
     });
+    let Some((_, url)) = shared.urls.iter().find(|(p, _)| *p == protocol) else {
+        return Outcome::Failed;
+    };
+    let authorization = protocol.authorization(token);
     for attempt in 0..=RETRIES {
         let response = shared
             .client
-            .post(shared.url.clone())
-            .header("content-type", "application/json")
-            .header("authorization", token.as_str())
+            .post(url.clone())
+            .header("content-type", protocol.content_type())
+            .header("authorization", authorization.as_str())
             .body(body.clone())
             .send()
             .await;

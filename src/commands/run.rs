@@ -160,6 +160,7 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
                         .unwrap_or(0),
                     batch: load_args.batch,
                     plan: plan.clone(),
+                    protocols: load_args.protocols.clone(),
                 },
                 counters,
                 stop.clone(),

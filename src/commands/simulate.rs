@@ -45,6 +45,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             first_event: 0,
             batch: args.load.batch,
             plan: Arc::new(plan),
+            protocols: args.load.protocols.clone(),
         },
         counters,
         stop,
