@@ -389,6 +389,14 @@ pub struct LoadtestArgs {
     #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
 
+    /// Drive a pipeline already running at this URL instead of starting one. The fleet (under
+    /// device ids of the run's own) is registered through its admin API with
+    /// `--operator-token`, and checked in its lake (`--lake`); with `--kafka` and its
+    /// `--topic-prefix`, its lag, windows and alerts are watched too. Give the pipeline's
+    /// `--hop` and `--allowed-lateness` when they are not the defaults.
+    #[arg(long, env = "WEIR_TARGET")]
+    pub target: Option<url::Url>,
+
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }

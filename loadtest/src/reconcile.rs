@@ -38,6 +38,22 @@ pub async fn count(lake: &Lake) -> Result<LakeCount, SqlError> {
     })
 }
 
+/// Rows of devices whose id starts with `prefix`.
+pub async fn count_devices(lake: &Lake, prefix: &str) -> Result<u64, SqlError> {
+    let literal = prefix.replace('\'', "''");
+    let batches = sql::query(
+        lake,
+        &format!(
+            "SELECT count(*) FROM telemetry WHERE starts_with(CAST(device AS VARCHAR), '{literal}')"
+        ),
+    )
+    .await?;
+    Ok(batches
+        .first()
+        .map(|b| b.column(0).as_primitive::<Int64Type>().value(0) as u64)
+        .unwrap_or(0))
+}
+
 /// Every acknowledged reading of a run looked up in the lake, one by one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Reconciliation {
@@ -66,10 +82,14 @@ impl Reconciliation {
 /// Checks the lake against what the simulator was told: each acknowledged event of `loads`
 /// (the steps of one run, one schedule) must be stored exactly once. Independent of the
 /// pipeline's counters: it knows only the fleet, the schedule of the run, and the rows.
+///
+/// `only_devices`: in a lake other devices write to as well, only the rows of devices whose
+/// id starts with it are looked at (see [`weir_simulator::FleetConfig::id_prefix`]).
 pub async fn exact(
     lake: &Lake,
     fleet: &Fleet,
     loads: &[LoadReport],
+    only_devices: Option<&str>,
 ) -> Result<Reconciliation, SqlError> {
     let Some(first) = loads.first() else {
         return Ok(Reconciliation::default());
@@ -96,9 +116,15 @@ pub async fn exact(
     let positions = schedule.positions();
     let mut found = vec![0u64; events.div_ceil(64) as usize];
     let mut out = Reconciliation::default();
+    let filter = only_devices
+        .map(|prefix| {
+            let literal = prefix.replace('\'', "''");
+            format!("WHERE starts_with(CAST(device AS VARCHAR), '{literal}')")
+        })
+        .unwrap_or_default();
     let batches = sql::query(
         lake,
-        "SELECT tenant, device, seq, count(*) FROM telemetry GROUP BY 1, 2, 3",
+        &format!("SELECT tenant, device, seq, count(*) FROM telemetry {filter} GROUP BY 1, 2, 3"),
     )
     .await?;
     for batch in &batches {
@@ -224,7 +250,7 @@ mod tests {
             rate: 30.0,
             started_ms: 0,
         };
-        let found = exact(&lake, &fleet, &[load]).await.unwrap();
+        let found = exact(&lake, &fleet, &[load], None).await.unwrap();
         let (d, seq) = schedule.event(3);
         let lost = format!("{}/{}#{seq}", fleet.devices[d].tenant, fleet.devices[d].id);
         assert_eq!(

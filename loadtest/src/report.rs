@@ -32,11 +32,17 @@ pub struct Report {
     /// Every final minute window the processor published equals the same minute computed
     /// from the lake; `true` with `windows_checked` 0 when none was published.
     pub aggregates_exact: bool,
+    /// Whether the run could read the pipeline's bus (its lag, windows and alerts): not so
+    /// against a running pipeline without `--kafka`.
+    pub bus_watched: bool,
     pub windows_checked: usize,
     /// Up to five windows that differ, and what differs.
     pub aggregate_mismatches: Vec<String>,
     /// URL of the lake, for `weir sql --lake`.
     pub lake: String,
+    /// The running pipeline the run drove (`--target`); absent when it started its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub devices: usize,
     /// Target rate, readings per second.
     pub rate: f64,
@@ -77,6 +83,7 @@ pub struct Report {
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     pub lake: String,
+    pub bus_watched: bool,
     pub devices: usize,
     pub rate: f64,
     pub aggregates_exact: bool,
@@ -102,9 +109,11 @@ impl Report {
             stored_unacknowledged: lake.stored_unacknowledged,
             foreign: lake.foreign,
             aggregates_exact: observed.aggregates_exact,
+            bus_watched: observed.bus_watched,
             windows_checked: observed.windows_checked,
             aggregate_mismatches: observed.aggregate_mismatches,
             lake: observed.lake,
+            target: None,
             devices: observed.devices,
             rate: observed.rate,
             duration_secs: load.elapsed_secs,

@@ -14,6 +14,9 @@ pub struct FleetConfig {
     pub floors_per_building: usize,
     pub rooms_per_floor: usize,
     pub seed: u64,
+    /// What every device id starts with, before its number: a run against a pipeline that
+    /// keeps other devices uses a prefix of its own, so that its readings are told apart.
+    pub id_prefix: String,
 }
 
 impl Default for FleetConfig {
@@ -26,6 +29,7 @@ impl Default for FleetConfig {
             floors_per_building: 10,
             rooms_per_floor: 10,
             seed: 42,
+            id_prefix: "dev-".into(),
         }
     }
 }
@@ -115,7 +119,7 @@ impl Fleet {
                     _ => Model::Presence,
                 };
                 SimDevice {
-                    id: format!("dev-{:06}", i + 1),
+                    id: format!("{}{:06}", config.id_prefix, i + 1),
                     tenant: tenant_name(building % config.tenants),
                     building: format!("b{:04}", building + 1),
                     floor: floor.to_string(),

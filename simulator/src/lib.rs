@@ -33,6 +33,6 @@ pub enum SimError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("provisioning was refused with HTTP {status}: {body}")]
+    #[error("the admin API answered HTTP {status}: {body}")]
     Provision { status: u16, body: String },
 }

@@ -17,6 +17,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let lake_options = args.pipeline.lake_option.clone();
     let run = execute(RunConfig {
         name: "demo",
+        target: None,
         ramp: None,
         data_dir: args.data_dir,
         listen: args.listen,
@@ -26,7 +27,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let report = &run.report;
     print_results(report);
-    print_aggregates(&run.view, &run.fleet.buildings());
+    if let Some(view) = &run.view {
+        print_aggregates(view, &run.fleet.buildings());
+    }
     println!("\nquery the lake:");
     let options: String = lake_options
         .iter()

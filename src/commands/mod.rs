@@ -9,6 +9,7 @@ mod role;
 pub mod run;
 mod simulate;
 mod sql;
+mod target;
 mod up;
 
 use std::process::ExitCode;

@@ -1,7 +1,8 @@
 //! One run of the whole pipeline under simulated load, shared by `weir demo` and
-//! `weir loadtest`: start the pipeline, register the fleet, drive it open loop while watching
-//! the consumers' lag, let the lake catch up, stop cleanly, then check the lake reading by
-//! reading and every published window against it.
+//! `weir loadtest`: start the pipeline (or reach a running one), register the fleet, drive it
+//! open loop while watching the consumers' lag, let the lake catch up, stop cleanly, then
+//! check the lake reading by reading, every published window against it, and what the
+//! scenario implies.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,8 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use weir_common::bus::Bus;
 use weir_common::shutdown::{self, CancellationToken};
-use weir_ingest::Registry;
-use weir_ingest::registry::{DeviceState, NewDevice};
+use weir_common::topics::Topics;
 use weir_loadtest::chart::LagSample;
 use weir_loadtest::progress::Progress;
 use weir_loadtest::ramp::{RampReport, RampStep, merged};
@@ -23,11 +23,15 @@ use weir_processor::WarmView;
 use weir_simulator::{Counters, Fleet, FleetConfig, LoadConfig, LoadReport, Plan, Scenario};
 
 use crate::cli::{LoadArgs, PipelineArgs};
-use crate::pipeline::{Pipeline, PipelineConfig, Roles};
+pub use crate::commands::target::provision;
+use crate::commands::target::{Admin, Target};
 
 pub struct RunConfig {
     /// What the run is called in its banner and its temporary directory: `demo`, `loadtest`.
     pub name: &'static str,
+    /// A pipeline already running there, instead of one started for the run (see
+    /// [`Target::connect`]).
+    pub target: Option<url::Url>,
     /// Steps of rising rate instead of one at `load.rate`.
     pub ramp: Option<Ramp>,
     pub data_dir: Option<PathBuf>,
@@ -48,7 +52,8 @@ pub struct Run {
     pub report: Report,
     /// The load of each step (one, unless ramping).
     pub loads: Vec<LoadReport>,
-    pub view: Arc<WarmView>,
+    /// The live views of a pipeline the run started.
+    pub view: Option<Arc<WarmView>>,
     pub fleet: Arc<Fleet>,
     pub data_dir: PathBuf,
 }
@@ -66,42 +71,51 @@ const SIMULATOR_THREADS: &str = "weir-simulator";
 
 pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
     let data_dir = fresh_data_dir(config.name, config.data_dir.take())?;
-    if config.pipeline.kafka.is_some() && config.pipeline.topic_prefix.is_empty() {
+    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+    if config.target.is_none()
+        && config.pipeline.kafka.is_some()
+        && config.pipeline.topic_prefix.is_empty()
+    {
         // A run of its own on a shared cluster: earlier runs' records are not this run's.
-        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
         config.pipeline.topic_prefix = format!("{}-{stamp}-", config.name);
     }
     let load_args = &config.load;
+    // Against a running pipeline, devices of a name of their own: its lake holds others.
+    let id_prefix = match config.target {
+        Some(_) => format!("lt{stamp}-"),
+        None => FleetConfig::default().id_prefix,
+    };
     let fleet = Arc::new(Fleet::generate(&FleetConfig {
         devices: load_args.devices,
         seed: load_args.seed,
+        id_prefix: id_prefix.clone(),
         ..FleetConfig::default()
     })?);
     let plan = Arc::new(Plan::new(&load_args.scenario(), &fleet, load_args.seed));
     feasible(&config)?;
-    let pipeline = Pipeline::start(PipelineConfig {
-        data_dir: data_dir.clone(),
-        listen: config.listen,
-        roles: Roles::ALL,
-        drain_on_shutdown: true,
-        args: config.pipeline.clone(),
-    })
-    .await?;
-    provision(&pipeline.registry, &fleet, |i| plan.registered_at_start(i)).await?;
+    let target = match &config.target {
+        None => Target::start(&data_dir, config.listen, &config.pipeline).await?,
+        Some(url) => Target::connect(url.clone(), &config.pipeline).await?,
+    };
+    target
+        .admin
+        .provision(&fleet, |i| plan.registered_at_start(i))
+        .await?;
     let tenants = fleet.devices.iter().map(|d| d.tenant.clone()).collect();
     let rules = check::rules(load_args.scenario, &tenants);
-    let alerts = if rules.is_empty() {
-        None
-    } else {
-        for rule in rules {
-            pipeline.registry.put_alert_rule(rule).await?;
+    let alerts = match (&target.bus, rules.is_empty()) {
+        (Some(bus), false) => {
+            for rule in rules.iter().cloned() {
+                target.admin.put_rule(rule).await?;
+            }
+            // The processor reads the rules about once a second.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Some(AlertCollector::start(bus.clone(), &target.topics.alerts()).await?)
         }
-        // The processor reads the rules about once a second.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        Some(AlertCollector::start(pipeline.bus.clone(), &pipeline.topics.alerts()).await?)
+        _ => None,
     };
     let total = (load_args.rate * load_args.duration.as_secs_f64()).round() as u64;
-    print_banner(&config, &fleet, &pipeline, &data_dir, total);
+    print_banner(&config, &fleet, &target, &data_dir, total);
 
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
@@ -110,12 +124,17 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
         eprintln!("interrupted: stopping the simulator, then the pipeline");
         on_signal.cancel();
     });
-    let lag = LagWatch::start(&pipeline);
-    let windows = aggregates::WindowCollector::start(
-        pipeline.bus.clone(),
-        &pipeline.topics.building_aggregates(),
-    )
-    .await?;
+    let lag = target
+        .bus
+        .clone()
+        .map(|bus| LagWatch::start(bus, &target.topics));
+    let windows = match &target.bus {
+        Some(bus) => Some(
+            aggregates::WindowCollector::start(bus.clone(), &target.topics.building_aggregates())
+                .await?,
+        ),
+        None => None,
+    };
     // The simulator runs on threads of its own, so that the pipeline's share of the CPU
     // can be told apart from the load's.
     let simulator = tokio::runtime::Builder::new_multi_thread()
@@ -127,7 +146,7 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
     let cpu_before = resources::current().cpu_seconds;
     let churn = (load_args.scenario == Scenario::Churn).then(|| {
         tokio::spawn(churn(
-            pipeline.registry.clone(),
+            target.admin.clone(),
             fleet.clone(),
             plan.clone(),
             Plan::churn_at(load_args.duration),
@@ -148,7 +167,7 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
             .spawn(weir_simulator::drive(
                 fleet.clone(),
                 LoadConfig {
-                    target: pipeline.url(),
+                    target: target.url.clone(),
                     rate,
                     duration: load_args.duration,
                     max_in_flight: 1024,
@@ -172,7 +191,11 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
             loads.push(load);
             break;
         };
-        let step = RampStep::judge(rate, &load, lag.now().await);
+        let lag_now = match &lag {
+            Some(lag) => lag.now().await,
+            None => None,
+        };
+        let step = RampStep::judge(rate, &load, lag_now);
         println!("  {}", step.verdict);
         let go_on = step.sustained && !stop.is_cancelled() && rate * ramp.factor <= ramp.max_rate;
         steps.push(step);
@@ -190,24 +213,40 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
 
     println!("draining: waiting for the lake to hold every reading…");
     let drained = tokio::time::Instant::now();
-    lag.wait_for_cold_sink(DRAIN_PATIENCE).await;
+    let lag = match lag {
+        Some(lag) => {
+            lag.wait_for_cold_sink(DRAIN_PATIENCE).await;
+            lag.stop().await
+        }
+        None => {
+            let acked = loads.iter().map(|l| l.accepted).sum();
+            wait_for_lake(&target.lake, &id_prefix, acked, DRAIN_PATIENCE).await;
+            Vec::new()
+        }
+    };
     let drain_secs = drained.elapsed().as_secs_f64();
-    let lag = lag.stop().await;
-    println!("stopping: the processor emits its open windows, the sinks commit…");
-    let lake = pipeline.lake.clone();
-    let view = pipeline.view.clone();
-    tokio::time::timeout(STOP_PATIENCE, pipeline.stop())
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the pipeline did not stop within {}: its consumers could not finish with the bus",
-                humantime::format_duration(STOP_PATIENCE)
-            )
-        })??;
+    let (lake, own, target_bus) = (target.lake.clone(), target.own, target.bus.is_some());
+    let view = own.as_ref().map(|p| p.view.clone());
+    if let Some(pipeline) = own {
+        println!("stopping: the processor emits its open windows, the sinks commit…");
+        tokio::time::timeout(STOP_PATIENCE, pipeline.stop())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the pipeline did not stop within {}: its consumers could not finish with \
+                     the bus",
+                    humantime::format_duration(STOP_PATIENCE)
+                )
+            })??;
+    }
 
     println!("checking: every acknowledged reading in the lake, every published window…");
-    let reconciled = reconcile::exact(&lake, &fleet, &loads).await?;
-    let windows = windows.finish().await?;
+    let only_devices = config.target.as_ref().map(|_| id_prefix.as_str());
+    let reconciled = reconcile::exact(&lake, &fleet, &loads, only_devices).await?;
+    let windows = match windows {
+        Some(windows) => windows.finish().await?,
+        None => Vec::new(),
+    };
     let check = aggregates::check(&lake, &windows).await?;
     let scenario = match (load_args.scenario, alerts, churn) {
         (Scenario::HeatWave, Some(alerts), _) => {
@@ -227,6 +266,12 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
         }
         _ => None,
     };
+    // A running pipeline keeps its rules: the run's go with it.
+    if config.target.is_some() {
+        for rule in &rules {
+            target.admin.delete_rule(&rule.tenant, &rule.id).await?;
+        }
+    }
     let ramp = config.ramp.as_ref().map(|_| RampReport::new(steps));
     // The figures of a ramp are those of its highest sustained step (its last step if none
     // was); its counts are the whole run's.
@@ -240,6 +285,7 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
         &reconciled,
         Observed {
             lake: lake.url().to_string(),
+            bus_watched: target_bus,
             devices: fleet.len(),
             rate: load_args.rate,
             aggregates_exact: check.is_exact(),
@@ -249,7 +295,12 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
             drain_secs,
             resources: resources::current(),
             simulator_cpu_seconds: simulator_cpu,
-            pipeline_cpu_seconds: pipeline_cpu,
+            // A running pipeline's CPU is its own process's, not measured here.
+            pipeline_cpu_seconds: if config.target.is_some() {
+                0.0
+            } else {
+                pipeline_cpu
+            },
         },
     );
     if let Some(ramp) = &ramp {
@@ -257,6 +308,7 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
     }
     report.ramp = ramp;
     report.scenario = scenario;
+    report.target = config.target.as_ref().map(|u| u.to_string());
     Ok(Run {
         report,
         loads,
@@ -266,10 +318,29 @@ pub async fn execute(mut config: RunConfig) -> anyhow::Result<Run> {
     })
 }
 
+/// Without a bus to watch: until the lake holds `acked` readings of the run's devices and
+/// holds still, or `patience` ends.
+async fn wait_for_lake(lake: &weir_sinks::Lake, id_prefix: &str, acked: u64, patience: Duration) {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        let now = reconcile::count_devices(lake, id_prefix).await.ok();
+        if now.is_some_and(|n| n >= acked) && now == last {
+            return;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    eprintln!(
+        "the lake still lacks readings after {}; checking what it holds",
+        humantime::format_duration(patience)
+    );
+}
+
 fn print_banner(
     config: &RunConfig,
     fleet: &Fleet,
-    pipeline: &Pipeline,
+    target: &Target,
     data_dir: &std::path::Path,
     total: u64,
 ) {
@@ -287,46 +358,28 @@ fn print_banner(
         config.load.rate,
         humantime::format_duration(config.load.duration)
     );
-    println!("  gateway    {}", pipeline.url());
-    println!("  lake       {}", pipeline.lake.url());
+    let running = if target.own.is_some() {
+        ""
+    } else {
+        " (running already)"
+    };
+    println!("  gateway    {}{running}", target.url);
+    println!("  lake       {}", target.lake.url());
     match &config.pipeline.kafka {
         Some(brokers) => println!(
             "  bus        Kafka at {brokers}, topics {}telemetry…",
             config.pipeline.topic_prefix
         ),
-        None => println!("  bus        embedded"),
+        None if target.own.is_some() => println!("  bus        embedded"),
+        None => println!("  bus        not watched: give --kafka to check lag, windows and alerts"),
     }
     println!("  data dir   {}", data_dir.display());
 }
 
-/// Loads the devices of a simulated fleet that `keep` says (by fleet index) straight into the
-/// registry, tenant by tenant, as an import would.
-pub async fn provision(
-    registry: &Registry,
-    fleet: &Fleet,
-    keep: impl Fn(usize) -> bool,
-) -> anyhow::Result<()> {
-    let mut by_tenant: std::collections::BTreeMap<&str, Vec<NewDevice>> = Default::default();
-    for (_, d) in fleet.devices.iter().enumerate().filter(|(i, _)| keep(*i)) {
-        by_tenant.entry(&d.tenant).or_default().push(NewDevice {
-            floor: Some(d.floor.clone()),
-            room: Some(d.room.clone()),
-            ..NewDevice::with_keys(&d.id, &d.building, &d.key, &d.key)
-        });
-    }
-    for (tenant, devices) in by_tenant {
-        registry
-            .provision(tenant, devices)
-            .await
-            .with_context(|| format!("cannot register the simulated fleet of {tenant}"))?;
-    }
-    Ok(())
-}
-
 /// The churn of a run, `at` into it: revokes the plan's revoked devices and registers its
-/// joiners, through the registry as the admin API would.
+/// joiners.
 async fn churn(
-    registry: Arc<Registry>,
+    admin: Admin,
     fleet: Arc<Fleet>,
     plan: Arc<Plan>,
     at: Duration,
@@ -335,13 +388,10 @@ async fn churn(
     let begun_ms = chrono::Utc::now().timestamp_millis();
     for (i, device) in fleet.devices.iter().enumerate() {
         if plan.revoked[i] {
-            registry
-                .set_state(&device.tenant, &device.id, DeviceState::Revoked)
-                .await
-                .with_context(|| format!("cannot revoke {}", device.id))?;
+            admin.revoke(&device.tenant, &device.id).await?;
         }
     }
-    provision(&registry, &fleet, |i| plan.joiners[i]).await?;
+    admin.provision(&fleet, |i| plan.joiners[i]).await?;
     let done_ms = chrono::Utc::now().timestamp_millis();
     Ok(Churned { begun_ms, done_ms })
 }
@@ -353,6 +403,14 @@ fn feasible(config: &RunConfig) -> anyhow::Result<()> {
     anyhow::ensure!(
         config.ramp.is_none() || load.scenario == Scenario::Steady,
         "a ramp runs the steady scenario only; the {} scenario runs at one rate",
+        load.scenario
+    );
+    anyhow::ensure!(
+        !(config.target.is_some()
+            && pipeline.kafka.is_none()
+            && matches!(load.scenario, Scenario::HeatWave | Scenario::Silent)),
+        "the {} scenario is checked on the alerts the pipeline publishes, which a run against a \
+         running pipeline reads over Kafka only: give --kafka and the pipeline's --topic-prefix",
         load.scenario
     );
     match load.scenario {
@@ -401,10 +459,9 @@ struct LagWatch {
 }
 
 impl LagWatch {
-    fn start(pipeline: &Pipeline) -> LagWatch {
-        let bus = pipeline.bus.clone();
-        let topic = pipeline.topics.telemetry();
-        let cold_sink = pipeline.topics.group("weir-cold-sink");
+    fn start(bus: Arc<dyn Bus>, topics: &Topics) -> LagWatch {
+        let topic = topics.telemetry();
+        let cold_sink = topics.group("weir-cold-sink");
         let samples = Arc::new(Mutex::new(Vec::new()));
         let task = {
             let (bus, topic, cold_sink, samples) = (
