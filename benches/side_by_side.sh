@@ -64,16 +64,22 @@ for i in range(int(sys.argv[1])):
     print(f"b{i % 500:04d}:{value}")
 PY
 started=$(date +%s.%N)
-kcat -P -b "127.0.0.1:$WEIR_BROKER_PORT" -t side-by-side-kcat -K : \
-  -X acks=all -X enable.idempotence=true -X linger.ms=5 -l "$out/kcat-input.txt"
-ended=$(date +%s.%N)
-python3 - "$started" "$ended" "$records" <<'PY' | tee -a "$out/produce.txt"
+# Debian's kcat is built on an older librdkafka than weir's, which some brokers (tansu among
+# them) do not answer: then the bare librdkafka producer above is the yardstick.
+if kcat -P -b "127.0.0.1:$WEIR_BROKER_PORT" -t side-by-side-kcat -K : \
+  -X acks=all -X enable.idempotence=true -X linger.ms=5 -l "$out/kcat-input.txt" \
+  2>"$out/kcat.log" && ! grep -q ERROR "$out/kcat.log"; then
+  ended=$(date +%s.%N)
+  python3 - "$started" "$ended" "$records" <<'PY' | tee -a "$out/produce.txt"
 import sys
 started, ended, records = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 elapsed = ended - started
 print(f"kcat                : {records} records of 200 B acknowledged in {elapsed:.2f} s: "
       f"{records / elapsed:.0f} records/s, {records * 200 / elapsed / 1e6:.1f} MB/s")
 PY
+else
+  log "kcat could not produce to this broker: $(grep -m1 ERROR "$out/kcat.log" || true)"
+fi
 ./infra/broker.sh stop
 
 # 3. MQTT intake.
@@ -98,9 +104,13 @@ def grab(path, pattern):
 rate = r"([0-9.]+) records/s"
 weir_produce = grab("produce.txt", r"^weir kafka backend: .*? " + rate)
 kcat = grab("produce.txt", r"^kcat +: .*? " + rate)
+bare = grab("produce.txt", r"^bare librdkafka +: .*? " + rate)
 print("\nthroughput, weir / the other (above 1: weir is faster)")
 print(f"  HTTP intake vs a bare hyper server   {grab('http.txt', r'weir / ceiling = ([0-9.]+)'):.2f}")
-print(f"  produce path vs kcat                 {weir_produce / kcat:.2f}")
+if kcat == kcat:
+    print(f"  produce path vs kcat                 {weir_produce / kcat:.2f}")
+else:
+    print(f"  produce path vs bare librdkafka      {weir_produce / bare:.2f}  (kcat could not talk to the broker)")
 print(f"  MQTT intake vs Mosquitto             {grab('mqtt.txt', r'weir / mosquitto = ([0-9.]+)'):.2f}")
 print(f"  Parquet writing vs pyarrow           {grab('lake.txt', r'weir/pyarrow ([0-9.]+)'):.2f}")
 print("query time, weir sql / DuckDB on the same files (below 1: weir is faster)")

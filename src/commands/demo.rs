@@ -81,10 +81,11 @@ fn print_results(r: &Report) {
     println!(
         "  windows     {:>10}   published minutes checked against the lake: {}",
         r.windows_checked,
-        if r.aggregates_exact {
-            "all equal"
-        } else {
-            "DIFFER"
+        match (r.windows_checked, r.aggregates_exact) {
+            // A minute is final once readings pass its end by the allowed lateness.
+            (0, _) => "none was final yet",
+            (_, true) => "all equal",
+            (_, false) => "DIFFER",
         }
     );
     println!(

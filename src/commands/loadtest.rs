@@ -51,10 +51,10 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         report.lost,
         report.duplicated,
         report.windows_checked,
-        if report.aggregates_exact {
-            "exact"
-        } else {
-            "DIFFER"
+        match (report.bus_watched, report.aggregates_exact) {
+            (false, _) => "not read",
+            (true, true) => "exact",
+            (true, false) => "DIFFER",
         }
     );
     println!(
