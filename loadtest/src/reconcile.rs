@@ -1,6 +1,5 @@
 //! What the lake holds, counted with SQL, and checked reading by reading against a run.
 
-use std::collections::HashMap;
 
 use arrow::array::AsArray;
 use arrow::datatypes::{DataType, Int64Type};
@@ -38,16 +37,16 @@ pub async fn count(lake: &Lake) -> Result<LakeCount, SqlError> {
     })
 }
 
+/// `WHERE` only devices whose id starts with `prefix` (quoted as an SQL literal).
+fn devices_filter(prefix: &str) -> String {
+    let literal = prefix.replace('\'', "''");
+    format!("WHERE starts_with(CAST(device AS VARCHAR), '{literal}')")
+}
+
 /// Rows of devices whose id starts with `prefix`.
 pub async fn count_devices(lake: &Lake, prefix: &str) -> Result<u64, SqlError> {
-    let literal = prefix.replace('\'', "''");
-    let batches = sql::query(
-        lake,
-        &format!(
-            "SELECT count(*) FROM telemetry WHERE starts_with(CAST(device AS VARCHAR), '{literal}')"
-        ),
-    )
-    .await?;
+    let query = format!("SELECT count(*) FROM telemetry {}", devices_filter(prefix));
+    let batches = sql::query(lake, &query).await?;
     Ok(batches
         .first()
         .map(|b| b.column(0).as_primitive::<Int64Type>().value(0) as u64)
@@ -107,21 +106,11 @@ pub async fn exact(
                 && l.acks.contains(k - l.first_event)
         })
     };
-    let index: HashMap<(&str, &str), usize> = fleet
-        .devices
-        .iter()
-        .enumerate()
-        .map(|(i, d)| ((d.tenant.as_str(), d.id.as_str()), i))
-        .collect();
+    let index = fleet.index();
     let positions = schedule.positions();
     let mut found = vec![0u64; events.div_ceil(64) as usize];
     let mut out = Reconciliation::default();
-    let filter = only_devices
-        .map(|prefix| {
-            let literal = prefix.replace('\'', "''");
-            format!("WHERE starts_with(CAST(device AS VARCHAR), '{literal}')")
-        })
-        .unwrap_or_default();
+    let filter = only_devices.map(devices_filter).unwrap_or_default();
     let batches = sql::query(
         lake,
         &format!("SELECT tenant, device, seq, count(*) FROM telemetry {filter} GROUP BY 1, 2, 3"),

@@ -247,12 +247,7 @@ pub fn silent(
             acked[index] = acked[index].saturating_add(1);
         }
     });
-    let by_id: HashMap<(&str, &str), usize> = fleet
-        .devices
-        .iter()
-        .enumerate()
-        .map(|(i, d)| ((d.tenant.as_str(), d.id.as_str()), i))
-        .collect();
+    let by_id = fleet.index();
     let declared: BTreeSet<usize> = raised
         .iter()
         .filter(|e| e.rule == SILENT_RULE && e.at_us <= load_end_us)

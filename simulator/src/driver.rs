@@ -506,7 +506,7 @@ async fn send(
             .client
             .post(url.clone())
             .header("content-type", protocol.content_type())
-            .header("authorization", authorization.as_str())
+            .header("authorization", authorization.as_ref())
             .body(body.clone())
             .send()
             .await;

@@ -142,6 +142,15 @@ impl Fleet {
         self.devices.is_empty()
     }
 
+    /// Each device's fleet index, by `(tenant, device id)`.
+    pub fn index(&self) -> std::collections::HashMap<(&str, &str), usize> {
+        self.devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| ((d.tenant.as_str(), d.id.as_str()), i))
+            .collect()
+    }
+
     /// `(tenant, building)` of every building, in fleet order, without repeats.
     pub fn buildings(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();

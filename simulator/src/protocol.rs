@@ -10,6 +10,7 @@
 //! A fleet's mix (`http=80,line=20`) gives each device one protocol for the whole run,
 //! deterministically for the seed.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::str::FromStr;
 
@@ -50,10 +51,10 @@ impl Protocol {
     }
 
     /// The `Authorization` header for a device's SAS token.
-    pub fn authorization(self, token: &str) -> String {
+    pub fn authorization(self, token: &str) -> Cow<'_, str> {
         match self {
-            Protocol::Http => token.to_owned(),
-            Protocol::Line => format!("Token {token}"),
+            Protocol::Http => Cow::Borrowed(token),
+            Protocol::Line => Cow::Owned(format!("Token {token}")),
         }
     }
 
